@@ -1,0 +1,59 @@
+"""The extractive answer: the sentence of the top passages that best answers the question, or none."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .chunk import split_units
+from .lexical import terms
+from .records import Answer, Result
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .store import LoadedIndex
+
+# How much a sentence's share of the question's terms counts against its passage's similarity.
+TERM_WEIGHT = 0.6
+
+
+def extract_answer(
+    query: str,
+    query_vector: np.ndarray | None,
+    results: Sequence[Result],
+    index: "LoadedIndex",
+    settings: "Settings",
+) -> Answer | None:
+    """Pick a sentence from the top passages; abstain when the best passage is not similar enough.
+
+    Confidence is the cosine similarity between the question and the passage holding the sentence,
+    so it means the same thing in every retrieval mode.
+    """
+    if query_vector is None or not results:
+        return None
+    candidates = results[: settings.answer_passages]
+    similarities = np.asarray(index.vectors[[r.passage_id for r in candidates]]) @ query_vector
+    if float(similarities.max()) < settings.answer_min_score:
+        return None
+    wanted = set(terms(query))
+    best: tuple[float, Answer] | None = None
+    seen: set[tuple[str, int]] = set()
+    for rank, (result, similarity) in enumerate(zip(candidates, similarities)):
+        passage = result.passage
+        for unit in split_units(passage.text):
+            start, end = passage.start + unit.start, passage.start + unit.end
+            if (passage.doc_id, start) in seen:
+                continue
+            seen.add((passage.doc_id, start))
+            sentence = passage.text[unit.start : unit.end]
+            found = set(terms(sentence))
+            coverage = len(wanted & found) / len(wanted) if wanted else 0.0
+            # Earlier passages win ties; a sentence of one or two words is rarely an answer.
+            score = TERM_WEIGHT * coverage + (1 - TERM_WEIGHT) * float(similarity) - 0.01 * rank
+            if len(found) < 3:
+                score -= 0.1
+            if best is None or score > best[0]:
+                confidence = float(np.clip(similarity, 0.0, 1.0))
+                best = (score, Answer(sentence, passage.doc_id, start, end, confidence))
+    return None if best is None else best[1]

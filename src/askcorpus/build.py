@@ -1,0 +1,212 @@
+"""Building the index from a corpus folder, incrementally: only new and changed documents are embedded."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import store
+from .chunk import ChunkParams, chunk_text
+from .config import Settings
+from .embed import Embedder
+from .errors import AskcorpusError, EmptyCorpusError, IngestError
+from .index import choose_kind, create_index
+from .ingest import Skipped, find_sources, read_document
+from .lexical import LexicalIndex
+from .records import Document, Passage
+
+log = logging.getLogger(__name__)
+
+# Bump when the sentence splitter changes what passages it cuts, so old indexes rebuild.
+SPLITTER_VERSION = 1
+
+
+@dataclass
+class BuildReport:
+    """What a build did, for the CLI to print and tests to check."""
+
+    index_path: Path | None = None
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    documents: int = 0
+    passages: int = 0
+    embedded_passages: int = 0
+    full_rebuild_reason: str | None = None
+    index_kind: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = []
+        if self.full_rebuild_reason:
+            lines.append(f"full rebuild: {self.full_rebuild_reason}")
+        for label, names in (("added", self.added), ("changed", self.changed), ("removed", self.removed)):
+            lines.append(f"{label:<9} {len(names):>5}" + (f"  {', '.join(names[:10])}" if names else "")
+                         + (" ..." if len(names) > 10 else ""))
+        lines.append(f"{'unchanged':<9} {len(self.unchanged):>5}")
+        lines.append(f"{'skipped':<9} {len(self.skipped):>5}")
+        for skip in self.skipped:
+            lines.append(f"  skipped {skip.doc_id}: {skip.reason}")
+        lines.append(
+            f"index: {self.documents} documents, {self.passages} passages ({self.embedded_passages} embedded), "
+            f"{self.index_kind} vectors, {self.seconds:.1f}s -> {self.index_path}"
+        )
+        return "\n".join(lines)
+
+
+def chunk_params(settings: Settings, embedder: Embedder) -> ChunkParams:
+    return ChunkParams(size=settings.chunk_tokens, overlap=settings.chunk_overlap, max_tokens=embedder.max_tokens)
+
+
+def _build_signature(settings: Settings, embedder: Embedder) -> tuple[dict, dict]:
+    model = {"name": embedder.name, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
+    params = chunk_params(settings, embedder)
+    chunking = {"size": params.size, "overlap": params.overlap, "max_tokens": params.max_tokens,
+                "splitter_version": SPLITTER_VERSION}
+    return model, chunking
+
+
+def _reusable(settings: Settings, embedder: Embedder, model: dict, chunking: dict) -> tuple[store.LoadedIndex | None, str | None]:
+    """The previous build if its vectors can be reused, else None and why everything is rebuilt."""
+    try:
+        previous = store.load(settings.index)
+    except store.IndexNotFoundError:
+        return None, None
+    except AskcorpusError as error:
+        return None, f"the previous index cannot be read ({error})"
+    if previous.manifest["model"] != model:
+        return None, f"model changed from {previous.manifest['model']['name']} to {model['name']}"
+    if previous.manifest["chunking"] != chunking:
+        return None, f"chunking changed from {previous.manifest['chunking']} to {chunking}"
+    return previous, None
+
+
+def build_index(
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    progress: bool = False,
+    on_embed_batch: Callable[[int], None] | None = None,
+) -> BuildReport:
+    """Bring the index at `settings.index` up to date with the corpus at `settings.corpus`."""
+    started = time.perf_counter()
+    report = BuildReport()
+    model, chunking = _build_signature(settings, embedder)
+    params = chunk_params(settings, embedder)
+    with store.build_lock(settings.index):
+        previous, reason = _reusable(settings, embedder, model, chunking)
+        report.full_rebuild_reason = reason
+        old_documents = previous.documents if previous else {}
+
+        sources, report.skipped = find_sources(settings.corpus)
+        documents: list[Document] = []
+        passages_by_doc: dict[str, list[Passage]] = {}
+        reused_vectors: dict[str, np.ndarray] = {}
+        to_embed: list[Passage] = []
+        for source in sources:
+            try:
+                data = source.path.read_bytes()
+            except OSError as error:
+                report.skipped.append(Skipped(source.doc_id, f"cannot read file: {error}"))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            old = old_documents.get(source.doc_id)
+            if previous is not None and old is not None and old.sha256 == digest:
+                documents.append(old)
+                rows = previous.passages_of(source.doc_id)
+                passages_by_doc[source.doc_id] = previous.passages[rows.start : rows.stop]
+                reused_vectors[source.doc_id] = np.asarray(previous.vectors[rows.start : rows.stop])
+                report.unchanged.append(source.doc_id)
+                continue
+            try:
+                document = read_document(source, data)
+            except IngestError as error:
+                log.warning("skipping %s: %s", source.doc_id, error)
+                report.skipped.append(Skipped(source.doc_id, str(error)))
+                continue
+            (report.changed if old is not None else report.added).append(source.doc_id)
+            documents.append(document)
+            passages = chunk_text(document.doc_id, document.text, params, embedder.count_tokens)
+            passages_by_doc[document.doc_id] = passages
+            to_embed.extend(passages)
+        current_ids = {d.doc_id for d in documents}
+        # Includes documents that were indexed before but now fail to read: they are skipped *and* removed.
+        report.removed = sorted(doc_id for doc_id in old_documents if doc_id not in current_ids)
+        if not any(passages_by_doc.values()):
+            raise EmptyCorpusError(
+                f"no readable text in {settings.corpus} ({len(report.skipped)} files skipped); "
+                "the previous index, if any, is unchanged"
+            )
+
+        new_vectors = _embed(embedder, to_embed, settings.batch_size, progress, on_embed_batch)
+        new_rows = {}
+        offset = 0
+        for doc_id in dict.fromkeys(p.doc_id for p in to_embed):
+            count = len(passages_by_doc[doc_id])
+            new_rows[doc_id] = new_vectors[offset : offset + count]
+            offset += count
+
+        all_passages: list[Passage] = []
+        blocks: list[np.ndarray] = []
+        for document in documents:
+            all_passages.extend(passages_by_doc[document.doc_id])
+            blocks.append(reused_vectors.get(document.doc_id, new_rows.get(document.doc_id)))
+        vectors = np.vstack([b for b in blocks if b is not None and len(b)]).astype(np.float32, copy=False)
+
+        kind = choose_kind(settings.index_kind, len(all_passages), settings.approximate_above)
+        dense = create_index(kind, embedder.dim, hnsw_m=settings.hnsw_m, hnsw_ef_search=settings.hnsw_ef_search,
+                             ivf_nprobe=settings.ivf_nprobe)
+        dense.add(vectors)
+        lexical = LexicalIndex.build([p.text for p in all_passages])
+        report.documents = len(documents)
+        report.passages = len(all_passages)
+        report.embedded_passages = len(to_embed)
+        report.index_kind = kind
+        report.index_path = store.write_build(
+            settings.index,
+            model=model,
+            chunking=chunking,
+            index_info={"kind": kind, "requested": settings.index_kind, "hnsw_m": settings.hnsw_m},
+            documents=documents,
+            passages=all_passages,
+            vectors=vectors,
+            dense=dense,
+            lexical=lexical,
+            stats={
+                "added": report.added,
+                "changed": report.changed,
+                "removed": report.removed,
+                "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped],
+                "embedded_passages": report.embedded_passages,
+            },
+        )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _embed(
+    embedder: Embedder,
+    passages: list[Passage],
+    batch_size: int,
+    progress: bool,
+    on_embed_batch: Callable[[int], None] | None,
+) -> np.ndarray:
+    if not passages:
+        return np.zeros((0, embedder.dim), dtype=np.float32)
+    texts = [p.text for p in passages]
+    if on_embed_batch is None:
+        return embedder.encode(texts, batch_size=batch_size, progress=progress)
+    # With a callback (tests that kill a build mid-way), encode batch by batch and report each.
+    parts = []
+    for first in range(0, len(texts), batch_size):
+        parts.append(embedder.encode(texts[first : first + batch_size], batch_size=batch_size))
+        on_embed_batch(first + len(parts[-1]))
+    return np.vstack(parts)

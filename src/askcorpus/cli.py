@@ -1,0 +1,169 @@
+"""The `askcorpus` command: a thin shell over the library (index, ask, serve, eval, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import MODES, Settings
+from .errors import AskcorpusError
+from .records import SearchResponse
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command line's --corpus/--index/... on top."""
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("corpus", "index", "host", "port", "model")
+    }
+    return Settings().with_overrides(**overrides)
+
+
+def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
+    if corpus:
+        parser.add_argument("--corpus", type=Path, help="folder of documents (default: $ASKCORPUS_CORPUS or seeds/)")
+    parser.add_argument("--index", type=Path, help="index folder (default: $ASKCORPUS_INDEX or index/)")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .build import build_index
+    from .embed import load_embedder
+
+    settings = _settings(args)
+    embedder = load_embedder(settings.model, settings.device)
+    report = build_index(settings, embedder, progress=True)
+    print(report.summary())
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .engine import open_searcher
+
+    settings = _settings(args)
+    searcher = open_searcher(
+        settings,
+        build_if_missing=True,
+        on_build=lambda report=None: print(
+            f"no index at {settings.index}: building it from {settings.corpus} first..." if report is None
+            else report.summary(),
+            file=sys.stderr,
+        ),
+    )
+    response = searcher.search(args.question, k=args.k, mode=args.mode)
+    if args.json:
+        print(json.dumps(response.to_dict(), ensure_ascii=False))
+    else:
+        print(format_response(response, color=sys.stdout.isatty()))
+    return 0
+
+
+def format_response(response: SearchResponse, color: bool = False) -> str:
+    """Human-readable results: the answer, then each passage with its citation, the answer marked."""
+    bold, dim, reset = ("\033[1;33m", "\033[2m", "\033[0m") if color else ("", "", "")
+    mark_open, mark_close = (bold, reset) if color else ("[[", "]]")
+    lines = [f"Q: {response.query}  ({response.mode})", ""]
+    answer = response.answer
+    if answer is None:
+        lines.append("Answer: none found in the corpus with enough confidence.")
+    else:
+        lines.append(f"Answer: {answer.text}")
+        lines.append(f"        {dim}{answer.doc_id} [{answer.start}:{answer.end}]  confidence {answer.score:.2f}{reset}")
+    lines.append("")
+    for result in response.results:
+        passage = result.passage
+        page = f" p.{result.page}" if result.page else ""
+        lines.append(f"{result.rank:>2}. {result.score:.4f}  {passage.doc_id}{page} [{passage.start}:{passage.end}]"
+                     f"  {dim}{passage.tokens} tokens{reset}")
+        text = passage.text
+        if answer is not None and answer.doc_id == passage.doc_id and passage.start <= answer.start < passage.end:
+            a, b = answer.start - passage.start, min(answer.end, passage.end) - passage.start
+            text = text[:a] + mark_open + text[a:b] + mark_close + text[b:]
+        lines.extend("    " + line for line in text.splitlines() if line.strip())
+        lines.append("")
+    if not response.results:
+        lines.append("No passage matched.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .api import serve
+
+    return serve(_settings(args))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import main as eval_main
+
+    return eval_main(args, _settings(args))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="askcorpus", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="build or update the index of a corpus folder")
+    _add_paths(index)
+    index.set_defaults(func=cmd_index)
+
+    ask = commands.add_parser("ask", help="ask a question; prints ranked passages with citations")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=int, default=None, help="passages to return (1-100, default 10)")
+    ask.add_argument("--mode", choices=MODES, default=None, help="retrieval mode (default hybrid)")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_paths(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    serve = commands.add_parser("serve", help="run the web service and its page")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _add_paths(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    evaluate = commands.add_parser("eval", help="score retrieval against a question-and-answer set")
+    evaluate.add_argument("--qa", type=Path, default=Path("evals/qa.jsonl"))
+    evaluate.add_argument("--modes", default=",".join(MODES))
+    evaluate.add_argument("--split", default=None, help="only questions of this split (dev or test)")
+    evaluate.add_argument("-k", type=int, default=10)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--report", type=Path, default=None)
+    _add_paths(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    bench = commands.add_parser("bench", help="measure latency, throughput, build cost and scale")
+    bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--report", type=Path, default=None)
+    _add_paths(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        return args.func(args)
+    except AskcorpusError as error:
+        print(f"askcorpus: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("askcorpus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

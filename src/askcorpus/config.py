@@ -1,0 +1,71 @@
+"""Typed settings, read once from ASKCORPUS_* environment variables; never mutated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+Mode = Literal["dense", "bm25", "hybrid"]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "exact"]
+MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+
+
+class Settings(BaseSettings):
+    """Every knob askcorpus has. Override with env vars (ASKCORPUS_CHUNK_TOKENS=...) or `with_overrides`."""
+
+    model_config = SettingsConfigDict(env_prefix="ASKCORPUS_", frozen=True, extra="ignore")
+
+    corpus: Path = Path("seeds")
+    index: Path = Path("index")
+
+    # The embedding model: the bundled all-MiniLM-L6-v2, or any sentence-transformers name or path.
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: str = "cpu"
+
+    # Chunking, measured in the embedding model's own word pieces (see README for the numbers).
+    chunk_tokens: int = Field(128, ge=16, le=8192)
+    chunk_overlap: int = Field(32, ge=0)
+
+    # Dense index type; "auto" picks exact search below `approximate_above` passages.
+    index_kind: IndexKind = "auto"
+    approximate_above: int = Field(200_000, ge=1)
+    hnsw_m: int = Field(32, ge=4, le=128)
+    hnsw_ef_search: int = Field(128, ge=8)
+    ivf_nprobe: int = Field(32, ge=1)
+
+    # Retrieval and fusion.
+    mode: Mode = "hybrid"
+    k: int = Field(10, ge=1, le=100)
+    rrf_k: int = Field(60, ge=1)
+    fusion_depth: int = Field(50, ge=1, le=1000)
+
+    # Extractive answer: candidate passages, and the confidence below which it abstains.
+    answer_passages: int = Field(3, ge=1, le=20)
+    answer_min_score: float = Field(0.35, ge=0.0, le=1.0)
+
+    # Service.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    admin_token: str | None = None
+    max_query_chars: int = Field(2000, ge=1)
+    max_body_bytes: int = Field(16_384, ge=256)
+    reload_interval: float = Field(2.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+    def with_overrides(self, **changes: object) -> "Settings":
+        """A new, validated Settings with some fields replaced (None values are ignored)."""
+        data = self.model_dump()
+        data.update({key: value for key, value in changes.items() if value is not None})
+        return type(self).model_validate(data)

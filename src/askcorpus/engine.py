@@ -1,0 +1,33 @@
+"""Wiring settings, model and index into a Searcher: what the CLI, API, eval and bench all start from."""
+
+from __future__ import annotations
+
+from .build import BuildReport, build_index
+from .config import Settings
+from .embed import Embedder, load_embedder
+from .errors import IndexNotFoundError
+from .search import Searcher
+from . import store
+
+
+def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build_if_missing: bool = False,
+                  on_build: "callable | None" = None) -> Searcher:
+    """Load the model and the index named by `settings`; build the index first if asked and it is missing."""
+    embedder = embedder or load_embedder(settings.model, settings.device)
+    try:
+        index = load_index_for(settings, embedder)
+    except IndexNotFoundError:
+        if not build_if_missing:
+            raise
+        if on_build is not None:
+            on_build()
+        report: BuildReport = build_index(settings, embedder, progress=True)
+        if on_build is not None:
+            on_build(report)
+        index = load_index_for(settings, embedder)
+    return Searcher(settings, embedder, index)
+
+
+def load_index_for(settings: Settings, embedder: Embedder) -> store.LoadedIndex:
+    return store.load(settings.index, expected_model=embedder.name, hnsw_ef_search=settings.hnsw_ef_search,
+                      ivf_nprobe=settings.ivf_nprobe)

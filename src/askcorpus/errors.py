@@ -1,0 +1,37 @@
+"""Exceptions a user can act on; each message says what is wrong and what to do."""
+
+
+class AskcorpusError(Exception):
+    """Base class for every error askcorpus raises on purpose."""
+
+
+class ConfigError(AskcorpusError):
+    """A setting has a value askcorpus cannot use."""
+
+
+class IngestError(AskcorpusError):
+    """A source file cannot be read as a document (the build skips it)."""
+
+
+class IndexNotFoundError(AskcorpusError):
+    """No built index at the given directory."""
+
+
+class IndexFormatError(AskcorpusError):
+    """The index on disk was written by another format version or is damaged."""
+
+
+class ModelMismatchError(AskcorpusError):
+    """The index was built with another embedding model than the one configured."""
+
+
+class IndexLockedError(AskcorpusError):
+    """Another build holds the index lock."""
+
+
+class QueryError(AskcorpusError):
+    """The query or its parameters are not acceptable."""
+
+
+class EmptyCorpusError(AskcorpusError):
+    """The corpus folder has no readable document."""

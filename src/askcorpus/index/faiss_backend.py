@@ -1,0 +1,89 @@
+"""FAISS indexes: exact inner product (flat), HNSW graph, and IVF inverted lists."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..records import Hit
+from .base import VectorIndex
+
+FILE_NAME = "vectors.faiss"
+
+
+class FaissIndex(VectorIndex):
+    KINDS = ("flat", "hnsw", "ivf")
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        *,
+        hnsw_m: int = 32,
+        hnsw_ef_search: int = 128,
+        ivf_nprobe: int = 32,
+        index: "faiss.Index | None" = None,
+    ) -> None:
+        self.kind = kind
+        self.dim = dim
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_search = hnsw_ef_search
+        self.ivf_nprobe = ivf_nprobe
+        self.index = index if index is not None else self._empty(kind)
+        self._apply_search_params()
+
+    def _empty(self, kind: str) -> "faiss.Index | None":
+        if kind == "flat":
+            return faiss.IndexFlatIP(self.dim)
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            return index
+        return None  # IVF needs the data to train its centroids: made on first add
+
+    def _apply_search_params(self) -> None:
+        if isinstance(self.index, faiss.IndexHNSW):
+            self.index.hnsw.efSearch = self.hnsw_ef_search
+        elif isinstance(self.index, faiss.IndexIVF):
+            self.index.nprobe = self.ivf_nprobe
+
+    def add(self, vectors: np.ndarray) -> None:
+        vectors = self._check_vectors(vectors)
+        if self.index is None:
+            # About 4·sqrt(n) lists, each trained on enough points for stable centroids.
+            lists = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39 or 1))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, lists, faiss.METRIC_INNER_PRODUCT)
+            sample = vectors if len(vectors) <= lists * 256 else vectors[np.random.default_rng(0).choice(len(vectors), lists * 256, replace=False)]
+            index.train(sample)
+            self.index = index
+            self._apply_search_params()
+        self.index.add(vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        queries = self._check_vectors(queries)
+        k = min(k, len(self))
+        if k == 0:
+            return [[] for _ in range(len(queries))]
+        scores, ids = self.index.search(queries, k)
+        return [
+            [Hit(int(i), float(s)) for i, s in zip(id_row, score_row) if i >= 0]
+            for id_row, score_row in zip(ids, scores)
+        ]
+
+    def save(self, directory: Path) -> None:
+        if self.index is None:
+            self.index = faiss.IndexFlatIP(self.dim)  # an IVF index that never saw data is just empty
+        faiss.write_index(self.index, str(Path(directory) / FILE_NAME))
+
+    @classmethod
+    def load(cls, kind: str, directory: Path) -> "FaissIndex":
+        index = faiss.read_index(str(Path(directory) / FILE_NAME))
+        loaded = cls(kind, index.d, index=index)
+        return loaded
+
+    def __len__(self) -> int:
+        return 0 if self.index is None else int(self.index.ntotal)

@@ -1,0 +1,84 @@
+"""BM25 over passage texts (bm25s with the Snowball English stemmer): the exact-words retriever."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .records import Hit
+
+STOPWORDS = "en"
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def terms(text: str) -> list[str]:
+    """The stemmed, stop-word-free terms BM25 matches on, in order of appearance."""
+    words = [w for w in _TOKEN.findall(text.lower()) if w not in _stopwords()]
+    return _stemmer().stemWords(words) if words else []
+
+
+def term_spans(text: str, wanted: set[str]) -> list[tuple[int, int]]:
+    """Character spans of the words in `text` whose stem is in `wanted` (for highlighting)."""
+    spans = []
+    for match in _TOKEN.finditer(text):
+        word = match.group().lower()
+        if word not in _stopwords() and _stemmer().stemWord(word) in wanted:
+            spans.append(match.span())
+    return spans
+
+
+class LexicalIndex:
+    """BM25 (Lucene variant, k1=1.5, b=0.75) over a fixed list of passage texts; ids are list positions."""
+
+    DIRECTORY = "bm25"
+
+    def __init__(self, retriever) -> None:
+        self.retriever = retriever
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> "LexicalIndex":
+        import bm25s
+
+        tokens = bm25s.tokenize(list(texts), stopwords=STOPWORDS, stemmer=_stemmer(), show_progress=False)
+        retriever = bm25s.BM25()
+        retriever.index(tokens, show_progress=False)
+        return cls(retriever)
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        """Up to k passages sharing at least one term with the query, best first."""
+        known = [t for t in terms(query) if t in self.retriever.vocab_dict]
+        if not known or k <= 0:
+            return []
+        scores = self.retriever.get_scores(known)
+        matching = np.flatnonzero(scores > 0)
+        if len(matching) > k:
+            matching = matching[np.argpartition(-scores[matching], k - 1)[:k]]
+        ordered = matching[np.lexsort((matching, -scores[matching]))]
+        return [Hit(int(i), float(scores[i])) for i in ordered]
+
+    def save(self, directory: Path) -> None:
+        self.retriever.save(str(Path(directory) / self.DIRECTORY))
+
+    @classmethod
+    def load(cls, directory: Path) -> "LexicalIndex":
+        import bm25s
+
+        return cls(bm25s.BM25.load(str(Path(directory) / cls.DIRECTORY)))

@@ -1,0 +1,99 @@
+"""One search function for every shell: dense, BM25 and hybrid retrieval fused by reciprocal rank."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .answer import extract_answer
+from .config import MODES, Settings
+from .embed import Embedder
+from .errors import QueryError
+from .records import Hit, Result, SearchResponse
+from .store import LoadedIndex
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60, limit: int | None = None) -> list[Hit]:
+    """Fuse rankings by sum of 1 / (k + rank); ties broken by passage id so the order is deterministic."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            fused[hit.passage_id] = fused.get(hit.passage_id, 0.0) + 1.0 / (k + rank)
+    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return [Hit(pid, score) for pid, score in ordered[:limit]]
+
+
+def validate_query(query: object, k: object, mode: object, settings: Settings) -> str:
+    """The stripped query, or QueryError saying which parameter is wrong and what is allowed."""
+    if not isinstance(query, str):
+        raise QueryError("query must be a string")
+    stripped = query.strip()
+    if not stripped:
+        raise QueryError("query is empty: ask a question")
+    if len(query) > settings.max_query_chars:
+        raise QueryError(f"query is {len(query)} characters long; the limit is {settings.max_query_chars}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+        raise QueryError(f"k must be a whole number from 1 to 100, got {k!r}")
+    if mode not in MODES:
+        raise QueryError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return stripped
+
+
+class Searcher:
+    """Answers queries against one loaded index with one embedder. Thread-safe: holds no mutable state."""
+
+    def __init__(self, settings: Settings, embedder: Embedder, index: LoadedIndex) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.index = index
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.embedder.encode(list(queries), batch_size=max(1, len(queries)))
+
+    def retrieve(self, query: str, k: int, mode: str, query_vector: np.ndarray | None) -> list[Hit]:
+        """Ranked hits for one query; `query_vector` is needed for dense and hybrid."""
+        depth = max(k, self.settings.fusion_depth)
+        if mode == "bm25":
+            return self.index.lexical.search(query, k)
+        dense = self.index.dense.search(query_vector.reshape(1, -1), depth if mode == "hybrid" else k)[0]
+        if mode == "dense":
+            return dense
+        lexical = self.index.lexical.search(query, depth)
+        return reciprocal_rank_fusion([dense, lexical], k=self.settings.rrf_k, limit=k)
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        mode: str | None = None,
+        *,
+        query_vector: np.ndarray | None = None,
+        with_answer: bool = True,
+    ) -> SearchResponse:
+        """Ranked passages with citations, and the extractive answer (or None when nothing matches well)."""
+        k = self.settings.k if k is None else k
+        mode = self.settings.mode if mode is None else mode
+        query = validate_query(query, k, mode, self.settings)
+        needs_vector = mode != "bm25" or with_answer
+        if needs_vector and query_vector is None:
+            query_vector = self.encode_queries([query])[0]
+        hits = self.retrieve(query, k, mode, query_vector)
+        results = tuple(
+            Result(
+                rank=rank,
+                passage_id=hit.passage_id,
+                passage=self.index.passages[hit.passage_id],
+                score=hit.score,
+                page=self.index.documents[self.index.passages[hit.passage_id].doc_id].page_of(
+                    self.index.passages[hit.passage_id].start
+                ),
+            )
+            for rank, hit in enumerate(hits, start=1)
+        )
+        answer = (
+            extract_answer(query, query_vector, results, self.index, self.settings)
+            if with_answer
+            else None
+        )
+        return SearchResponse(query=query, mode=mode, answer=answer, results=results)
