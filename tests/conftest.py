@@ -1,0 +1,66 @@
+"""Shared fixtures: the real model loaded once per session, the seeds index built once, fakes for unit tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+# Never reach a model hub, whatever a test does.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from askcorpus.config import Settings  # noqa: E402
+from askcorpus.embed import HashingEmbedder  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = REPO / "seeds"
+QA_FILE = REPO / "evals" / "qa.jsonl"
+
+
+@pytest.fixture(scope="session")
+def seeds_dir() -> Path:
+    return SEEDS
+
+
+@pytest.fixture
+def fake_embedder() -> HashingEmbedder:
+    """Deterministic bag-of-words vectors: fast unit tests only."""
+    return HashingEmbedder(dim=64)
+
+
+@pytest.fixture
+def fake_settings(tmp_path: Path) -> Settings:
+    """Settings for a fake-embedder build of a copy of the seeds in tmp_path."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SEEDS, corpus)
+    return Settings(corpus=corpus, index=tmp_path / "index", model="hashing-64")
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The real all-MiniLM-L6-v2, loaded once for the whole session."""
+    from askcorpus.embed import load_embedder
+
+    return load_embedder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def seeds_settings(tmp_path_factory, real_embedder) -> Settings:
+    """An index of the real seeds built once with the real model, in a session temp folder."""
+    from askcorpus.build import build_index
+
+    settings = Settings(corpus=SEEDS, index=tmp_path_factory.mktemp("seeds-index"))
+    build_index(settings, real_embedder)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def searcher(seeds_settings, real_embedder):
+    """A Searcher over the real seeds index with the real model."""
+    from askcorpus.engine import open_searcher
+
+    return open_searcher(seeds_settings, real_embedder)
