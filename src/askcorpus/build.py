@@ -42,6 +42,7 @@ class BuildReport:
     embedded_passages: int = 0
     full_rebuild_reason: str | None = None
     index_kind: str = ""
+    up_to_date: bool = False
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -52,6 +53,8 @@ class BuildReport:
             lines.append(f"{label:<9} {len(names):>5}" + (f"  {', '.join(names[:10])}" if names else "")
                          + (" ..." if len(names) > 10 else ""))
         lines.append(f"{'unchanged':<9} {len(self.unchanged):>5}")
+        if self.up_to_date:
+            lines.insert(0, "index is up to date: nothing to embed, nothing written")
         lines.append(f"{'skipped':<9} {len(self.skipped):>5}")
         for skip in self.skipped:
             lines.append(f"  skipped {skip.doc_id}: {skip.reason}")
@@ -146,6 +149,17 @@ def build_index(
                 "the previous index, if any, is unchanged"
             )
 
+        kind = choose_kind(settings.index_kind, sum(map(len, passages_by_doc.values())), settings.approximate_above)
+        if previous is not None and not (report.added or report.changed or report.removed) \
+                and previous.manifest["index"]["kind"] == kind:
+            report.up_to_date = True
+            report.index_path = previous.path
+            report.documents = len(documents)
+            report.passages = len(previous.passages)
+            report.index_kind = kind
+            report.seconds = time.perf_counter() - started
+            return report
+
         new_vectors = _embed(embedder, to_embed, settings.batch_size, progress, on_embed_batch)
         new_rows = {}
         offset = 0
@@ -161,7 +175,6 @@ def build_index(
             blocks.append(reused_vectors.get(document.doc_id, new_rows.get(document.doc_id)))
         vectors = np.vstack([b for b in blocks if b is not None and len(b)]).astype(np.float32, copy=False)
 
-        kind = choose_kind(settings.index_kind, len(all_passages), settings.approximate_above)
         dense = create_index(kind, embedder.dim, hnsw_m=settings.hnsw_m, hnsw_ef_search=settings.hnsw_ef_search,
                              ivf_nprobe=settings.ivf_nprobe)
         dense.add(vectors)

@@ -18,6 +18,7 @@ _LINE = re.compile(r"[^\n]+")
 # A sentence ends at . ! ? … (plus closing quotes or brackets) followed by white space.
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)")
 _NOT_SPACE = re.compile(r"\S+")
+_SENTENCE_CLOSE = re.compile(r"[.!?…:;][\"'”’)\]]*$")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof sr jr st no vs etc e.g i.e u.s u.k u.n a.m p.m jan feb mar apr jun jul aug sep sept oct nov dec "
     "gen col lt capt sgt rev fig al approx".split()
@@ -31,6 +32,7 @@ class Unit:
     start: int
     end: int
     paragraph_start: bool
+    heading: bool = False  # a paragraph of one short line with no closing punctuation
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,16 @@ def split_units(text: str) -> list[Unit]:
                 end -= 1
             opens_paragraph = not units or word.start() in paragraph_starts
             units.append(Unit(word.start(), end, opens_paragraph))
-    return units
+    return _mark_headings(text, units)
+
+
+def _mark_headings(text: str, units: list[Unit]) -> list[Unit]:
+    marked = []
+    for i, unit in enumerate(units):
+        alone = unit.paragraph_start and (i + 1 == len(units) or units[i + 1].paragraph_start)
+        short = unit.end - unit.start <= 120 and not _SENTENCE_CLOSE.search(text, unit.start, unit.end)
+        marked.append(Unit(unit.start, unit.end, unit.paragraph_start, heading=alone and short))
+    return marked
 
 
 def _split_long_unit(text: str, unit: Unit, limit: int, count: TokenCounter) -> list[Unit]:
@@ -129,6 +140,16 @@ def _split_long_word(text: str, start: int, end: int, limit: int, count: TokenCo
     return result
 
 
+def _paragraph_end(units: list[Unit], first: int) -> int:
+    """Index of the last unit of the paragraph opening at `first`; a heading runs on into the next one."""
+    last = first
+    while last + 1 < len(units) and not units[last + 1].paragraph_start:
+        last += 1
+    if last == first and last + 1 < len(units) and units[first].heading:
+        return _paragraph_end(units, last + 1)
+    return last
+
+
 def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tuple[int, int]]:
     """Group consecutive units into passages: (first unit, last unit) index pairs."""
     target = params.target
@@ -141,14 +162,11 @@ def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tup
             following = last + 1
             if total + tokens[following] > target:
                 break
-            # Prefer to end at a paragraph break once the passage is half full.
+            # Prefer to end at a paragraph break once the passage is half full, rather than start a
+            # paragraph (or a heading and its paragraph) that will not fit.
             if units[following].paragraph_start and total >= target // 2:
-                paragraph_end = following
-                paragraph_total = tokens[following]
-                while paragraph_end + 1 < len(units) and not units[paragraph_end + 1].paragraph_start:
-                    paragraph_end += 1
-                    paragraph_total += tokens[paragraph_end]
-                if total + paragraph_total > target:
+                paragraph_end = _paragraph_end(units, following)
+                if total + sum(tokens[following : paragraph_end + 1]) > target:
                     break
             total += tokens[following]
             last = following
