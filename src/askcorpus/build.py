@@ -18,7 +18,7 @@ from .embed import Embedder
 from .errors import AskcorpusError, EmptyCorpusError, IngestError
 from .index import choose_kind, create_index
 from .ingest import Skipped, find_sources, read_document
-from .lexical import LexicalIndex
+from .lexical import LEXICAL_VERSION, LexicalIndex
 from .records import Document, Passage
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _build_signature(settings: Settings, embedder: Embedder) -> tuple[dict, dict
     model = {"name": embedder.name, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
     params = chunk_params(settings, embedder)
     chunking = {"size": params.size, "overlap": params.overlap, "max_tokens": params.max_tokens,
-                "splitter_version": SPLITTER_VERSION}
+                "splitter_version": SPLITTER_VERSION, "lexical_version": LEXICAL_VERSION}
     return model, chunking
 
 

@@ -11,7 +11,14 @@ import numpy as np
 
 from .records import Hit
 
-STOPWORDS = "en"
+# Bump when tokenising changes, so indexes built the old way are rebuilt.
+LEXICAL_VERSION = 2
+# Lucene's English stop words plus the words questions are made of: "who leads ISKP" must not
+# rank passages for containing "who".
+QUESTION_WORDS = frozenset(
+    "what who whom whose which when where why how does do did done has have had were been being its "
+    "about many much can could would should may might".split()
+)
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 
@@ -26,7 +33,7 @@ def _stemmer():
 def _stopwords() -> frozenset[str]:
     from bm25s.stopwords import STOPWORDS_EN
 
-    return frozenset(STOPWORDS_EN)
+    return frozenset(STOPWORDS_EN) | QUESTION_WORDS
 
 
 def terms(text: str) -> list[str]:
@@ -57,7 +64,7 @@ class LexicalIndex:
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
         import bm25s
 
-        tokens = bm25s.tokenize(list(texts), stopwords=STOPWORDS, stemmer=_stemmer(), show_progress=False)
+        tokens = bm25s.tokenize(list(texts), stopwords=sorted(_stopwords()), stemmer=_stemmer(), show_progress=False)
         retriever = bm25s.BM25()
         retriever.index(tokens, show_progress=False)
         return cls(retriever)

@@ -1,0 +1,113 @@
+"""Queries in every mode against the real seeds with the real model, fusion, validation and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from askcorpus.config import Settings
+from askcorpus.errors import QueryError
+from askcorpus.records import Hit
+from askcorpus.search import reciprocal_rank_fusion, validate_query
+
+LEADER_DOC = "004_9b6637ebe242a1f9.txt"
+
+
+def test_rrf_sums_reciprocal_ranks_and_breaks_ties_by_id():
+    dense = [Hit(1, 0.9), Hit(2, 0.8), Hit(3, 0.7)]
+    lexical = [Hit(3, 12.0), Hit(1, 5.0), Hit(4, 1.0)]
+    fused = reciprocal_rank_fusion([dense, lexical], k=60)
+    assert [h.passage_id for h in fused] == [1, 3, 2, 4]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
+    assert [h.passage_id for h in reciprocal_rank_fusion([[Hit(9, 1)], [Hit(8, 1)]], k=60)] == [8, 9]
+    assert len(reciprocal_rank_fusion([dense, lexical], limit=2)) == 2
+
+
+@pytest.mark.parametrize(
+    "query,k,mode,message",
+    [
+        ("", 10, "hybrid", "empty"),
+        ("   \n\t", 10, "hybrid", "empty"),
+        ("x" * 2001, 10, "hybrid", "2000"),
+        ("fine", 0, "hybrid", "k must"),
+        ("fine", 101, "hybrid", "k must"),
+        ("fine", True, "hybrid", "k must"),
+        ("fine", 10, "semantic", "mode must"),
+        (None, 10, "hybrid", "string"),
+    ],
+)
+def test_bad_queries_are_refused_with_a_reason(query, k, mode, message):
+    with pytest.raises(QueryError, match=message):
+        validate_query(query, k, mode, Settings())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_every_mode_finds_the_leader_with_exact_citations(searcher, mode):
+    response = searcher.search("Who is the current leader of ISKP?", k=5, mode=mode)
+    assert response.mode == mode and len(response.results) == 5
+    texts = [r.passage.text for r in response.results]
+    assert any("Ghafari" in t for t in texts), texts
+    for rank, result in enumerate(response.results, start=1):
+        document = searcher.index.documents[result.passage.doc_id]
+        assert result.rank == rank
+        assert document.text[result.passage.start : result.passage.end] == result.passage.text
+    scores = [r.score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.slow
+def test_answer_is_an_exact_span_and_abstains_off_topic(searcher):
+    response = searcher.search("Who leads ISKP?", k=5)
+    answer = response.answer
+    assert answer is not None and "Ghafari" in answer.text
+    assert searcher.index.documents[answer.doc_id].text[answer.start : answer.end] == answer.text
+    assert 0.0 <= answer.score <= 1.0
+    off_topic = searcher.search("What is a good recipe for chocolate chip cookies?", k=5)
+    assert off_topic.answer is None
+    assert off_topic.to_dict()["answer"] is None
+
+
+@pytest.mark.slow
+def test_json_shape(searcher):
+    data = searcher.search("How many fighters does ISKP have?", k=3).to_dict()
+    assert set(data) >= {"query", "mode", "answer", "results"}
+    assert set(data["answer"]) >= {"text", "doc_id", "start", "end", "score"}
+    for result in data["results"]:
+        assert set(result) >= {"rank", "doc_id", "start", "end", "text", "score", "tokens"}
+        assert isinstance(result["tokens"], int) and result["tokens"] > 0
+    json.dumps(data)
+
+
+@pytest.mark.slow
+def test_cli_ask_json_builds_a_missing_index_and_prints_one_object(tmp_path, seeds_dir):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ASKCORPUS_CORPUS=str(seeds_dir), ASKCORPUS_INDEX=str(tmp_path / "ix"))
+    run = subprocess.run(
+        [sys.executable, "-m", "askcorpus.cli", "ask", "Who leads ISKP?", "--json", "-k", "3"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "building it" in run.stderr
+    data = json.loads(run.stdout)
+    assert data["query"] == "Who leads ISKP?" and data["mode"] == "hybrid" and len(data["results"]) == 3
+    text = (seeds_dir / data["results"][0]["doc_id"]).read_bytes().decode("utf-8")
+    for result in data["results"]:
+        assert text[result["start"] : result["end"]] == result["text"] or \
+            (seeds_dir / result["doc_id"]).read_bytes().decode()[result["start"] : result["end"]] == result["text"]
+    assert any("Ghafari" in r["text"] for r in data["results"])
+
+    human = subprocess.run(
+        [sys.executable, "-m", "askcorpus.cli", "ask", "Who leads ISKP?", "-k", "2"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert human.returncode == 0 and " 1. " in human.stdout and "[[" in human.stdout
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "askcorpus.cli", "ask", "   ", "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert bad.returncode == 2 and "query is empty" in bad.stderr and bad.stdout == ""
