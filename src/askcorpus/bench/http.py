@@ -1,0 +1,252 @@
+"""Sections 2 and 6: a real `askcorpus serve` on loopback under load, its memory and start-up, and `ask`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .stats import Check, Section, percentile, ratio, read_status_kb, summarize
+
+HOST = "127.0.0.1"
+
+
+def server_available() -> str | None:
+    """None when `askcorpus serve` can run here, else why not."""
+    if importlib.util.find_spec("askcorpus.api") is None:
+        return "askcorpus.api (the server) is not in this checkout yet"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def _request(url: str, body: dict | None = None, timeout: float = 30.0) -> tuple[int, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Server:
+    """`python -m askcorpus.cli serve` on a free loopback port; always stopped on exit."""
+
+    def __init__(self, index: Path, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = log_dir / f"server-{self.port}.log"
+        self.command = [sys.executable, "-m", "askcorpus.cli", "serve", "--host", HOST, "--port", str(self.port),
+                        "--index", str(index)]
+        self.env = _env() | (extra_env or {})
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def __enter__(self) -> "Server":
+        self._log = open(self.log_path, "wb")
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                        stdin=subprocess.DEVNULL)
+        return self
+
+    def wait_ready(self, question: str, timeout: float = 180.0) -> tuple[float, float]:
+        """Seconds from start to the first 200 of GET /health, and to the first answered POST /search."""
+        deadline = self.started_at + timeout
+        health = None
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with code {self.process.returncode}: {self.tail()}")
+            try:
+                status, _ = _request(self.url + "/health", timeout=2)
+                if status == 200:
+                    health = time.perf_counter() - self.started_at
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        if health is None:
+            raise RuntimeError(f"the server did not answer /health within {timeout:.0f}s: {self.tail()}")
+        while time.perf_counter() < deadline:
+            status, body = _request(self.url + "/search", {"query": question, "k": 10, "mode": "hybrid"}, timeout=60)
+            if status == 200:
+                return health, time.perf_counter() - self.started_at
+            if status not in (503,):
+                raise RuntimeError(f"POST /search answered {status}: {body[:300]!r}")
+            time.sleep(0.05)
+        raise RuntimeError(f"the server answered no search within {timeout:.0f}s")
+
+    def peak_rss_mb(self) -> float | None:
+        kb = read_status_kb(self.process.pid, "VmHWM") if self.process else None
+        return None if kb is None else kb / 1024
+
+    def rss_mb(self) -> float | None:
+        kb = read_status_kb(self.process.pid, "VmRSS") if self.process else None
+        return None if kb is None else kb / 1024
+
+    def tail(self, chars: int = 1500) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def run_load(url: str, queries_file: Path, *, concurrency: int, requests: int, duration: float) -> dict:
+    """The load generator as a separate process; its JSON result."""
+    command = [sys.executable, "-m", "askcorpus.bench.load", "--url", url, "--queries", str(queries_file),
+               "--concurrency", str(concurrency), "--requests", str(requests), "--duration", str(duration)]
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=duration + 120)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-800:]}")
+    return json.loads(done.stdout)
+
+
+def _serve_and_load(index: Path, questions: list[str], queries_file: Path, floor_fn, *, quick: bool, work: Path,
+                    extra_env: dict[str, str] | None, clients: tuple[int, ...], log) -> tuple[dict, dict, float]:
+    startup: dict = {}
+    with Server(index, work, extra_env) as server:
+        health_s, first_s = server.wait_ready(questions[0])
+        startup.update(serve_to_health_s=health_s, serve_to_first_search_s=first_s, idle_rss_mb=server.rss_mb())
+        log(f"  server up: /health after {health_s:.1f}s, first search after {first_s:.1f}s")
+        for question in questions[:5]:  # warm up
+            _request(server.url + "/search", {"query": question, "k": 10, "mode": "hybrid"})
+        # 1 client latency, with the in-process floor measured right before and after it.
+        floor_before = floor_fn(questions, 6 if quick else 15)
+        one = run_load(server.url, queries_file, concurrency=1, requests=60 if quick else 300,
+                       duration=8 if quick else 40)
+        floor_after = floor_fn(questions, 6 if quick else 15)
+        results: dict = {1: one}
+        for count in clients:
+            if count == 1 and quick:
+                continue  # quick: the latency run above is the 1-client throughput run too
+            key = count if count != 1 else "1-throughput"
+            results[key] = run_load(server.url, queries_file, concurrency=count, requests=2000,
+                                    duration=6 if quick else 20)
+            log(f"  {count} clients: {results[key]['rps']:.1f} req/s")
+        startup["peak_rss_mb"] = server.peak_rss_mb()
+        startup["server_log_tail"] = server.tail(600)
+    return results, startup, percentile(floor_before + floor_after, 50)
+
+
+def run_http(index: Path, questions: list[str], floor_fn, *, quick: bool, work: Path, log=print) -> tuple[Section, dict]:
+    """Section 2 (latency and throughput over HTTP); returns also the start-up and memory numbers for section 6."""
+    section = Section("http", "2. HTTP: askcorpus serve on loopback, POST /search hybrid k=10",
+                      ["server", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"])
+    why_not = server_available()
+    if why_not:
+        section.skipped = why_not + "; run the bench again once api.py has landed"
+        return section, {}
+    queries_file = work / "questions.json"
+    queries_file.write_text(json.dumps(questions), encoding="utf-8")
+    setups = [("default", None)]
+    if not quick:  # the same server with PyTorch and FAISS held to one OpenMP thread (see section 7)
+        setups.append(("OMP_NUM_THREADS=1", {"OMP_NUM_THREADS": "1"}))
+    startup: dict = {}
+    for label, env in setups:
+        log(f"  server ({label})...")
+        results, started, floor_p50 = _serve_and_load(index, questions, queries_file, floor_fn, quick=quick, work=work,
+                                                      extra_env=env, clients=(1, 8, 32), log=log)
+        if not startup:
+            startup = started
+        else:
+            section.notes.append(f"{label} server: start {started['serve_to_first_search_s']:.1f}s, "
+                                 f"peak RSS {started['peak_rss_mb']:.0f} MB")
+        for key, result in results.items():
+            s = summarize(result["latencies_s"])
+            clients = "1 (latency run)" if key == 1 else str(key).replace("-throughput", "")
+            section.rows.append([label, clients, result["ok"], result["errors"], result["rps"], s["p50_ms"],
+                                 s["p95_ms"], s["p99_ms"]])
+        section.data[label] = {str(k): {x: v for x, v in r.items() if x != "latencies_s"} | summarize(r["latencies_s"])
+                               for k, r in results.items()}
+        section.data[label]["floor_p50_ms"] = floor_p50 * 1e3
+        one = results[1]
+        one_p50 = percentile(one["latencies_s"], 50)
+        section.checks.append(Check(f"[{label}] HTTP p50 at 1 client <= floor + 5 ms",
+                                    f"{one_p50 * 1e3:.2f} ms vs floor {floor_p50 * 1e3:.2f} ms "
+                                    f"({(one_p50 - floor_p50) * 1e3:+.2f} ms)", one_p50 <= floor_p50 + 0.005))
+        base = results.get("1-throughput", one)["rps"]
+        top = results[32]["rps"]
+        section.checks.append(Check(f"[{label}] throughput at 32 clients >= 2x at 1 client",
+                                    f"{ratio(top, base):.2f}x ({top:.1f} vs {base:.1f} req/s)", top >= 2 * base))
+        section.notes.append(f"{label}: floor p50 {floor_p50 * 1e3:.2f} ms, measured in the bench process (default "
+                             "threads) just before and after the 1-client run")
+    section.notes.append("load generator: a separate process, closed loop, one keep-alive connection per client")
+    return section, startup
+
+
+def time_ask(index: Path, question: str) -> dict:
+    """Wall time and peak RSS of one `askcorpus ask` process."""
+    command = [sys.executable, "-m", "askcorpus.cli", "ask", question, "--index", str(index), "--json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=300)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        raise RuntimeError(f"askcorpus ask failed ({done.returncode}): {done.stderr[-500:]}")
+    import_s = _import_time()
+    return {"ask_wall_s": wall, "ask_peak_rss_mb": after / 1024 if after > before else None,
+            "import_cli_and_engine_s": import_s}
+
+
+def _import_time() -> float:
+    """Wall time of a process that only imports what `ask` imports before loading anything."""
+    code = "import askcorpus.cli, askcorpus.engine, askcorpus.search, sentence_transformers"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env=_env(), timeout=300, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def startup_section(startup: dict, ask: dict | None, loads: dict) -> Section:
+    section = Section("startup", "6. Memory and start-up", ["measure", "value"])
+    rows = [
+        ("model load in process (s)", loads.get("model_load_s")),
+        ("seeds index load in process (s)", loads.get("index_load_s")),
+        ("serve -> /health 200 (s)", startup.get("serve_to_health_s")),
+        ("serve -> first answered search (s)", startup.get("serve_to_first_search_s")),
+        ("server RSS idle after start (MB)", startup.get("idle_rss_mb")),
+        ("server peak RSS, VmHWM, after load (MB)", startup.get("peak_rss_mb")),
+    ]
+    if ask:
+        rows += [("askcorpus ask wall time (s)", ask.get("ask_wall_s")),
+                 ("askcorpus ask peak RSS (MB)", ask.get("ask_peak_rss_mb")),
+                 ("python -c 'import askcorpus.cli, engine, sentence_transformers' (s)",
+                  ask.get("import_cli_and_engine_s"))]
+    section.rows = [list(r) for r in rows]
+    section.data = {k: v for k, v in (startup | (ask or {}) | loads).items()}
+    if not startup:
+        section.notes.append("server numbers missing: the HTTP section was skipped")
+    return section

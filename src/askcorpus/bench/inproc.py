@@ -1,0 +1,168 @@
+"""Section 1: in-process query latency of each mode against the floor (bare encode + bare FAISS search)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..answer import extract_answer
+from ..config import MODES
+from ..records import Result
+from ..search import Searcher, reciprocal_rank_fusion
+from .stats import Check, Section, percentile, ratio, summarize
+from .synth import BUILTIN_QUESTIONS
+
+HYBRID_TARGET = 1.3
+
+
+def load_questions(path: Path | None, limit: int | None = None) -> tuple[list[str], str]:
+    """Questions from a QA JSONL file (field "question"), or the built-in list; and where they came from."""
+    questions: list[str] = []
+    if path is not None and path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                question = json.loads(line).get("question")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(question, str) and question.strip():
+                questions.append(question.strip())
+    source = str(path)
+    if not questions:
+        questions, source = list(BUILTIN_QUESTIONS), "built-in list"
+    return (questions[:limit] if limit else questions), source
+
+
+class Floor:
+    """The least any dense query can cost: the model's own encode of one query plus a bare FAISS search."""
+
+    def __init__(self, searcher: Searcher) -> None:
+        import faiss
+
+        self.model = searcher.embedder.model
+        vectors = np.ascontiguousarray(searcher.index.vectors, dtype=np.float32)
+        self.flat = faiss.IndexFlatIP(vectors.shape[1])
+        self.flat.add(vectors)
+
+    def __call__(self, query: str, k: int = 10):
+        vector = self.model.encode([query], normalize_embeddings=True)
+        return self.flat.search(vector, k)
+
+
+def one_thread(function: Callable[[str], object]) -> Callable[[str], object]:
+    """`function` run with PyTorch's intra-op pool and FAISS's OpenMP pool set to one thread."""
+    import faiss
+    import torch
+
+    def wrapped(query: str):
+        torch_threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+        torch.set_num_threads(1)
+        faiss.omp_set_num_threads(1)
+        try:
+            return function(query)
+        finally:
+            torch.set_num_threads(torch_threads)
+            faiss.omp_set_num_threads(faiss_threads)
+
+    return wrapped
+
+
+def interleaved(variants: dict[str, Callable[[str], object]], questions: list[str], rounds: int,
+                budget: float) -> dict[str, list[float]]:
+    """Time every variant on every question, rotating their order, so machine noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    started = time.perf_counter()
+    step = 0
+    for _ in range(rounds):
+        for question in questions:
+            order = names[step % len(names):] + names[: step % len(names)]
+            step += 1
+            for name in order:
+                t0 = time.perf_counter()
+                variants[name](question)
+                times[name].append(time.perf_counter() - t0)
+            if time.perf_counter() - started > budget:
+                return times
+    return times
+
+
+def stage_breakdown(searcher: Searcher, questions: list[str], k: int = 10) -> dict[str, list[float]]:
+    """Where a hybrid query's time goes, stage by stage, as Searcher.search runs them."""
+    depth = max(k, searcher.settings.fusion_depth)
+    stages: dict[str, list[float]] = {s: [] for s in ("encode", "dense search", "bm25 search", "fusion",
+                                                      "results", "answer")}
+    index = searcher.index
+    for question in questions:
+        t0 = time.perf_counter()
+        vector = searcher.encode_queries([question])[0]
+        t1 = time.perf_counter()
+        dense = index.dense.search(vector.reshape(1, -1), depth)[0]
+        t2 = time.perf_counter()
+        lexical = index.lexical.search(question, depth)
+        t3 = time.perf_counter()
+        hits = reciprocal_rank_fusion([dense, lexical], k=searcher.settings.rrf_k, limit=k)
+        t4 = time.perf_counter()
+        results = tuple(
+            Result(rank, h.passage_id, index.passages[h.passage_id], h.score,
+                   index.documents[index.passages[h.passage_id].doc_id].page_of(index.passages[h.passage_id].start))
+            for rank, h in enumerate(hits, start=1))
+        t5 = time.perf_counter()
+        extract_answer(question, vector, results, index, searcher.settings)
+        t6 = time.perf_counter()
+        for name, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
+            stages[name].append(seconds)
+    return stages
+
+
+def run(searcher: Searcher, questions: list[str], source: str, *, quick: bool, log=print) -> Section:
+    section = Section("inproc", "1. In-process query latency (k=10), seeds index",
+                      ["variant", "n", "p50 ms", "p95 ms", "p99 ms", "p50 / floor"])
+    floor = Floor(searcher)
+    variants: dict[str, Callable[[str], object]] = {"floor (encode + FAISS flat)": floor}
+    for mode in MODES:
+        variants[mode] = lambda q, mode=mode: searcher.search(q, 10, mode)
+    # bm25 mode without the answer: the cost of encoding the query only for the answer's confidence.
+    variants["bm25, no answer"] = lambda q: searcher.search(q, 10, "bm25", with_answer=False)
+    # The same floor and hybrid with PyTorch and FAISS held to one thread each (see section 7).
+    variants["floor, 1 thread"] = one_thread(floor)
+    variants["hybrid, 1 thread"] = one_thread(lambda q: searcher.search(q, 10, "hybrid"))
+    for question in questions[:5]:  # warm up every path once
+        for variant in variants.values():
+            variant(question)
+    questions_used = questions[:60] if quick else questions
+    times = interleaved(variants, questions_used, rounds=1 if quick else 2, budget=30 if quick else 300)
+    floor_p50 = percentile(times["floor (encode + FAISS flat)"], 50)
+    section.data = {"questions": source, "n_questions": len(questions_used), "floor": summarize(times[next(iter(variants))])}
+    for name, seconds in times.items():
+        s = summarize(seconds)
+        section.data[name] = s
+        section.rows.append([name, s["n"], s["p50_ms"], s["p95_ms"], s["p99_ms"], ratio(s["p50_ms"] / 1e3, floor_p50)])
+    stages = stage_breakdown(searcher, questions_used[: 40 if quick else 120])
+    total = sum(percentile(v, 50) for v in stages.values())
+    for name, seconds in stages.items():
+        p50 = percentile(seconds, 50)
+        section.notes.append(f"hybrid stage {name}: p50 {p50 * 1e3:.3f} ms ({100 * p50 / total:.1f}% of the stages)")
+    section.data["stages_p50_ms"] = {name: percentile(v, 50) * 1e3 for name, v in stages.items()}
+    hybrid_ratio = ratio(percentile(times["hybrid"], 50), floor_p50)
+    one_ratio = ratio(percentile(times["hybrid, 1 thread"], 50), percentile(times["floor, 1 thread"], 50))
+    section.notes.append(f"with one thread: hybrid/floor = {one_ratio:.3f}; floor 1 thread / floor 2 threads = "
+                         f"{ratio(percentile(times['floor, 1 thread'], 50), floor_p50):.3f}")
+    section.checks.append(Check(f"in-process hybrid p50 <= {HYBRID_TARGET}x floor", f"{hybrid_ratio:.3f}x "
+                                f"({percentile(times['hybrid'], 50) * 1e3:.2f} ms vs floor {floor_p50 * 1e3:.2f} ms)",
+                                hybrid_ratio <= HYBRID_TARGET))
+    section.notes.insert(0, f"{len(questions_used)} questions from {source}, variants interleaved in rotating order")
+    log(f"  hybrid/floor = {hybrid_ratio:.3f}")
+    return section
+
+
+def measure_floor(searcher: Searcher, questions: list[str], budget: float = 10.0) -> list[float]:
+    """Floor latencies alone (for the HTTP comparison, measured right beside it)."""
+    floor = Floor(searcher)
+    return interleaved({"floor": floor}, questions, rounds=1, budget=budget)["floor"]

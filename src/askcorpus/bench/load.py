@@ -1,0 +1,117 @@
+"""HTTP load generator, run as its own process: N clients POST /search in closed loops, bounded in count and time.
+
+    python -m askcorpus.bench.load --url http://127.0.0.1:8000 --concurrency 8 --requests 400 --duration 10 \
+        --queries questions.json [--mode hybrid] [--k 10]
+
+Prints one JSON object: per-request latencies (seconds), ok/error counts, elapsed seconds, requests per second.
+Only loopback addresses are accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ipaddress
+import json
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, duration: float,
+             mode: str = "hybrid", k: int = 10, timeout: float = 30.0) -> dict:
+    """Closed-loop clients, one keep-alive connection each, until `requests` are sent or `duration` passes."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    if not _loopback(host):
+        raise ValueError(f"refusing to load {host}: the load generator only targets loopback addresses")
+    if not queries:
+        raise ValueError("no queries")
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + duration
+
+    def client(number: int) -> None:
+        nonlocal issued
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if issued >= requests:
+                        return
+                    index = issued
+                    issued += 1
+                body = json.dumps({"query": queries[index % len(queries)], "k": k, "mode": mode})
+                started = time.perf_counter()
+                try:
+                    connection.request("POST", "/search", body, {"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    response.read()
+                    status = response.status
+                except (OSError, http.client.HTTPException) as error:
+                    connection.close()
+                    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+                    with lock:
+                        errors.append(type(error).__name__)
+                    continue
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if status == 200:
+                        latencies.append(elapsed)
+                    else:
+                        errors.append(f"HTTP {status}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=duration + timeout + 5)
+    elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors))[:5],
+        "elapsed_s": elapsed,
+        "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
+        "latencies_s": latencies,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m askcorpus.bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queries", required=True, help="JSON file holding a list of query strings")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=100, help="at most this many requests in all")
+    parser.add_argument("--duration", type=float, default=10.0, help="stop issuing requests after this many seconds")
+    parser.add_argument("--mode", default="hybrid")
+    parser.add_argument("-k", "--k", type=int, default=10)
+    args = parser.parse_args(argv)
+    if not 1 <= args.concurrency <= 256 or not 1 <= args.requests <= 100_000 or not 0 < args.duration <= 600:
+        parser.error("concurrency 1-256, requests 1-100000, duration up to 600 s")
+    with open(args.queries, encoding="utf-8") as handle:
+        queries = [q for q in json.load(handle) if isinstance(q, str) and q.strip()]
+    result = run_load(args.url, queries, concurrency=args.concurrency, requests=args.requests,
+                      duration=args.duration, mode=args.mode, k=args.k)
+    json.dump(result, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Section 5: dense index types and BM25 at 10k-1M synthetic passages, no model needed."""
+
+from __future__ import annotations
+
+import gc
+import math
+import json
+import sys
+import time
+
+import numpy as np
+
+from ..config import Settings
+from ..index import create_index
+from ..lexical import LexicalIndex, terms
+from .stats import Check, Section, percentile, ratio, timed
+from .synth import VectorModel, synthetic_texts, vocabulary_of
+
+KINDS = ("exact", "flat", "hnsw", "ivf")
+EF_SWEEP = (16, 32, 64, 128, 256)
+NPROBE_SWEEP = (8, 16, 32, 64, 128)
+
+
+def _memory_per_vector(index, n: int) -> float:
+    if index.kind == "exact":
+        return index.vectors.nbytes / n
+    import faiss
+
+    return faiss.serialize_index(index.index).nbytes / n
+
+
+def _recall(found: list[list[int]], truth: np.ndarray, k: int = 10) -> float:
+    return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def _latencies(index, queries: np.ndarray, k: int = 10, one_thread: bool = False) -> list[float]:
+    """Single-query search times; `one_thread` limits FAISS's OpenMP and NumPy's BLAS to one thread."""
+    if one_thread:
+        import faiss
+        from threadpoolctl import threadpool_limits
+
+        previous = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            with threadpool_limits(1):
+                return _latencies(index, queries, k)
+        finally:
+            faiss.omp_set_num_threads(previous)
+    seconds = []
+    for row in queries:
+        started = time.perf_counter()
+        index.search(row[None, :], k)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _build(kind: str, vectors: np.ndarray, settings: Settings, budget: float, **params):
+    """Build in chunks so a slow build stops at `budget` seconds (then the time is extrapolated)."""
+    index = create_index(kind, vectors.shape[1], hnsw_m=params.get("hnsw_m", settings.hnsw_m),
+                         hnsw_ef_search=settings.hnsw_ef_search, ivf_nprobe=settings.ivf_nprobe)
+    if kind == "hnsw" and "ef_construction" in params:
+        index.index.hnsw.efConstruction = params["ef_construction"]
+    started = time.perf_counter()
+    step = len(vectors) if kind in ("exact", "flat", "ivf") else 50_000
+    added = 0
+    for first in range(0, len(vectors), step):
+        index.add(vectors[first : first + step])
+        added = min(first + step, len(vectors))
+        if time.perf_counter() - started > budget and added < len(vectors):
+            break
+    elapsed = time.perf_counter() - started
+    complete = added == len(vectors)
+    return index, (elapsed if complete else elapsed * len(vectors) / added), complete
+
+
+def run_dense(n: int, settings: Settings, *, latency_queries: int, recall_queries: int,
+              budget: float = 1200.0, build_variants: tuple = (), log=print) -> list[dict]:
+    model = VectorModel()
+    vectors = model.sample(n, stream=1)
+    queries = model.sample(max(latency_queries, recall_queries), stream=2)
+    import faiss
+
+    truth_index = faiss.IndexFlatIP(vectors.shape[1])
+    truth_index.add(vectors)
+    _, truth = truth_index.search(queries[:recall_queries], 10)
+    del truth_index
+    rows = []
+    configs = [(kind, {}) for kind in KINDS] + list(build_variants)
+    for kind, params in configs:
+        label = kind + (f" M={params.get('hnsw_m', settings.hnsw_m)} efC={params['ef_construction']}" if params else "")
+        build_seconds, (index, extrapolated, complete) = timed(lambda: _build(kind, vectors, settings, budget, **params))
+        build_seconds = extrapolated
+        if not complete:
+            log(f"  {label} at {n}: build stopped at the {budget:.0f}s budget after {len(index)} vectors")
+        row = {"n": n, "kind": label, "build_s": build_seconds, "complete": complete,
+               "bytes_per_vector": _memory_per_vector(index, len(index))}
+        if complete:
+            lat = _latencies(index, queries[:latency_queries])
+            found = [[h.passage_id for h in hits] for hits in index.search(queries[:recall_queries], 10)]
+            row.update(p50_ms=percentile(lat, 50) * 1e3, p95_ms=percentile(lat, 95) * 1e3,
+                       p99_ms=percentile(lat, 99) * 1e3, recall_at_10=_recall(found, truth))
+            lat1 = _latencies(index, queries[: min(latency_queries, 200)], one_thread=True)
+            row["p50_ms_1thread"] = percentile(lat1, 50) * 1e3
+            sweep_name, sweep = {"hnsw": ("efSearch", EF_SWEEP), "ivf": ("nprobe", NPROBE_SWEEP)}.get(kind, (None, ()))
+            if sweep_name and not params:
+                row["sweep"] = []
+                for value in sweep:
+                    if kind == "hnsw":
+                        index.index.hnsw.efSearch = value
+                    else:
+                        index.index.nprobe = value
+                    lat = _latencies(index, queries[: min(latency_queries, 200)])
+                    found = [[h.passage_id for h in hits] for hits in index.search(queries[:recall_queries], 10)]
+                    row["sweep"].append({sweep_name: value, "p50_ms": percentile(lat, 50) * 1e3,
+                                         "recall_at_10": _recall(found, truth)})
+        log(f"  {n:>9,} {label:<20} build {build_seconds:8.1f}s  " + (
+            f"p50 {row['p50_ms']:.3f} ms  recall@10 {row['recall_at_10']:.3f}" if complete else "incomplete"))
+        rows.append(row)
+        del index
+        gc.collect()
+    return rows
+
+
+def run_bm25(n: int, vocabulary: list[str], *, queries: int, log=print) -> dict:
+    texts = [t for batch in synthetic_texts(vocabulary, n, seed=n) for t in batch]
+    build_seconds, lexical = timed(lambda: LexicalIndex.build(texts))
+    del texts
+    rng = np.random.default_rng(1)
+    # Queries of 5-9 words from the 3000 most frequent ones (as questions mostly are).
+    asks = [" ".join(rng.choice(vocabulary[:3000], int(rng.integers(5, 10)))) for _ in range(queries)]
+    lat = []
+    for ask in asks:
+        started = time.perf_counter()
+        lexical.search(ask, 50)
+        lat.append(time.perf_counter() - started)
+    row = {"n": n, "kind": "bm25", "build_s": build_seconds, "p50_ms": percentile(lat, 50) * 1e3,
+           "p95_ms": percentile(lat, 95) * 1e3, "p99_ms": percentile(lat, 99) * 1e3}
+    log(f"  {n:>9,} bm25                 build {build_seconds:8.1f}s  p50 {row['p50_ms']:.3f} ms")
+    return row
+
+
+def run(settings: Settings, sizes: tuple[int, ...], sentences: list[str], *, quick: bool, log=print) -> Section:
+    section = Section("scale", "5. Scale: synthetic 384-d vectors and text (k=10, one query at a time)",
+                      ["passages", "index", "build s", "bytes/vector", "p50 ms", "p95 ms", "p99 ms", "recall@10",
+                       "p50 ms, 1 thread"])
+    vocabulary = vocabulary_of(sentences)
+    dense_rows, bm25_rows = [], []
+    for n in sizes:
+        variants = () if quick or n > 100_000 else (("hnsw", {"hnsw_m": 16, "ef_construction": 40}),
+                                                    ("hnsw", {"hnsw_m": 32, "ef_construction": 40}))
+        dense_rows += run_dense(n, settings, latency_queries=100 if quick else 300,
+                                recall_queries=200 if quick or n >= 1_000_000 else 500,
+                                build_variants=variants, log=log)
+        bm25_rows.append(run_bm25(n, vocabulary, queries=100 if quick else 300, log=log))
+    for row in dense_rows + bm25_rows:
+        section.rows.append([f"{row['n']:,}", row["kind"], row["build_s"], row.get("bytes_per_vector"),
+                             row.get("p50_ms"), row.get("p95_ms"), row.get("p99_ms"), row.get("recall_at_10"),
+                             row.get("p50_ms_1thread")])
+    for row in dense_rows:
+        for point in row.get("sweep", []):
+            (name, value), = [(k, v) for k, v in point.items() if k in ("efSearch", "nprobe")]
+            section.notes.append(f"{row['n']:,} {row['kind']} {name}={value}: p50 {point['p50_ms']:.3f} ms, "
+                                 f"recall@10 {point['recall_at_10']:.3f}")
+    section.data = {"dense": dense_rows, "bm25": bm25_rows}
+    _checks(section, settings, dense_rows)
+    return section
+
+
+def _checks(section: Section, settings: Settings, rows: list[dict]) -> None:
+    flat = {r["n"]: r for r in rows if r["kind"] == "flat" and r.get("p50_ms") is not None}
+    largest = max((r["n"] for r in rows), default=0)
+    default = [r for r in rows if r["n"] == largest and r["kind"] == "hnsw"]
+    if largest >= 1_000_000 and default and default[0].get("p50_ms") is not None:
+        r = default[0]
+        section.checks.append(Check(
+            "at 1M passages the default approximate index (hnsw) answers in <= 10 ms with recall@10 >= 0.95",
+            f"p50 {r['p50_ms']:.2f} ms, recall@10 {r['recall_at_10']:.3f}",
+            r["p50_ms"] <= 10 and r["recall_at_10"] >= 0.95))
+    else:
+        section.checks.append(Check("1M passages: hnsw <= 10 ms, recall@10 >= 0.95",
+                                    "1M not run (--quick runs 10k and 100k)", None))
+    if flat:
+        # Exact search time grows linearly with the passages; fit ms per passage through the largest size.
+        n = max(flat)
+        per_passage = min(flat[n]["p50_ms"], flat[n].get("p50_ms_1thread") or math.inf) / n
+        crossover = int(10.0 / per_passage) if per_passage else 0
+        section.notes.append(
+            f"exact (FAISS flat, best of 1 or 2 threads) query time is about {per_passage * 1e5:.2f} ms per 100k passages, so exact search "
+            f"stays under 10 ms up to about {crossover:,} passages (approximate_above is {settings.approximate_above:,})")
+        section.data["flat_ms_per_100k"] = per_passage * 1e5
+        section.data["flat_10ms_crossover"] = crossover
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run only this section: python -m askcorpus.bench.scale 10000 100000 [1000000] > scale.json"""
+    from pathlib import Path
+
+    from .synth import seed_sentences
+
+    sizes = tuple(int(a) for a in (argv if argv is not None else sys.argv[1:]) if a.isdigit()) or (10_000, 100_000)
+    section = run(Settings(), sizes, seed_sentences(Path("seeds")), quick=False,
+                  log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(section.to_dict(), default=str, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Bench helpers: percentile math, synthetic data, tables and reports, the load generator; one slow smoke run."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from argparse import Namespace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from askcorpus.bench import render_text, write_report
+from askcorpus.bench.inproc import load_questions
+from askcorpus.bench.load import run_load
+from askcorpus.bench.stats import Check, Section, fmt, markdown_table, percentile, summarize, text_table
+from askcorpus.bench.synth import (
+    BUILTIN_QUESTIONS,
+    VectorModel,
+    seed_sentences,
+    synthetic_documents,
+    synthetic_texts,
+    vocabulary_of,
+    write_corpus,
+)
+from askcorpus.config import Settings
+
+
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 95, 99, 100])
+def test_percentile_matches_numpy_linear(q):
+    values = list(np.random.default_rng(q).exponential(size=37))
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edges():
+    assert math.isnan(percentile([], 50))
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1.0, 2.0], 50) == 1.5
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summarize_is_in_milliseconds():
+    s = summarize([0.001] * 10 + [0.1])
+    assert s["n"] == 11 and s["p50_ms"] == pytest.approx(1.0) and s["p99_ms"] > s["p95_ms"] >= s["p50_ms"]
+
+
+def test_seed_sentences_and_synthetic_corpus_are_deterministic(seeds_dir, tmp_path):
+    sentences = seed_sentences(seeds_dir)
+    assert len(sentences) > 100 and all(len(s.split()) >= 3 for s in sentences)
+    first = synthetic_documents(sentences, 5, seed=3)
+    assert first == synthetic_documents(sentences, 5, seed=3)
+    assert first != synthetic_documents(sentences, 5, seed=4)
+    assert all("\n\n" in d or len(d) > 0 for d in first)
+    paths = write_corpus(first, tmp_path / "c")
+    assert [p.read_text(encoding="utf-8") for p in paths] == first
+
+
+def test_synthetic_documents_need_sentences():
+    with pytest.raises(ValueError):
+        synthetic_documents([], 1)
+
+
+def test_vector_model_gives_unit_vectors_with_neighbourhoods():
+    model = VectorModel(dim=64, latent=16, topics=20)
+    base = model.sample(2000, stream=1)
+    assert base.dtype == np.float32 and base.shape == (2000, 64)
+    assert np.allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(base, model.sample(2000, stream=1))
+    queries = model.sample(50, stream=2)
+    # Topic structure: a query's nearest vector is much closer than a random one (uniform noise is not).
+    sims = queries @ base.T
+    assert float(np.mean(sims.max(axis=1))) > float(np.mean(sims)) + 0.3
+
+
+def test_synthetic_texts_count_and_vocabulary(seeds_dir):
+    vocabulary = vocabulary_of(seed_sentences(seeds_dir), extra=100)
+    assert len(set(vocabulary)) == len(vocabulary)
+    batches = list(synthetic_texts(vocabulary, 25, chunk=10, words=(5, 8)))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert all(5 <= len(t.split()) <= 8 for b in batches for t in b)
+
+
+def test_tables_and_formatting():
+    assert fmt(None) == "-" and fmt(float("nan")) == "-" and fmt(1234.5) == "1,234" and fmt(0.12345) == "0.123"
+    table = text_table(["a", "b"], [["x", 1.5], ["yy", 22.0]])
+    assert table.splitlines()[0].startswith("a ") and "22.00" in table
+    md = markdown_table(["a", "b"], [["x|y", 2.0]])
+    assert md.splitlines()[1] == "|---|---|" and "x\\|y" in md
+
+
+def test_load_questions_falls_back_to_builtin(tmp_path):
+    questions, source = load_questions(tmp_path / "absent.jsonl")
+    assert questions == list(BUILTIN_QUESTIONS) and source == "built-in list"
+    assert len(BUILTIN_QUESTIONS) >= 30
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "one?"}\n\nnot json\n{"question": "two?"}\n', encoding="utf-8")
+    assert load_questions(qa) == (["one?", "two?"], str(qa))
+    assert load_questions(qa, limit=1)[0] == ["one?"]
+
+
+def test_report_files(tmp_path):
+    section = Section("x", "X", ["name", "value"], rows=[["a", 1.0]], notes=["n"],
+                      checks=[Check("t <= 1", "0.5", True), Check("u", "not run", None)])
+    skipped = Section("y", "Y", [], skipped="no server")
+    info = {"cpus": 2, "cpu_model": "cpu", "memory_gb": 24, "platform": "p", "python": "3.11", "quick": True,
+            "started": "now", "total_seconds": 1.0, "load_average_at_start": [0], "load_average_at_end": [0]}
+    text = render_text(info, [section, skipped])
+    assert "[MET] t <= 1: 0.5" in text and "[not measured] u" in text and "skipped: no server" in text
+    write_report(tmp_path / "r", info, [section, skipped])
+    data = json.loads((tmp_path / "r" / "bench.json").read_text(encoding="utf-8"))
+    assert [s["key"] for s in data["sections"]] == ["x", "y"]
+    assert "| a | 1.00 |" in (tmp_path / "r" / "bench.md").read_text(encoding="utf-8")
+
+
+class _Search(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        payload = json.dumps({"query": body["query"], "results": []}).encode()
+        self.send_response(200 if body["query"] != "bad" else 422)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def tiny_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Search)
+    server.protocol_version = "HTTP/1.1"
+    _Search.protocol_version = "HTTP/1.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_load_generator_is_bounded_by_requests(tiny_server):
+    result = run_load(tiny_server, ["a", "b", "bad"], concurrency=4, requests=30, duration=20)
+    assert result["ok"] == 20 and result["errors"] == 10 and result["error_kinds"] == ["HTTP 422"]
+    assert len(result["latencies_s"]) == 20 and result["rps"] > 0
+
+
+def test_load_generator_is_bounded_by_time(tiny_server):
+    result = run_load(tiny_server, ["a"], concurrency=2, requests=100_000, duration=0.3)
+    assert 0 < result["ok"] < 100_000 and result["elapsed_s"] < 5
+
+
+def test_load_generator_only_targets_loopback():
+    with pytest.raises(ValueError, match="loopback"):
+        run_load("http://10.0.0.1:80", ["a"], concurrency=1, requests=1, duration=1)
+
+
+def test_scale_rows_small():
+    from askcorpus.bench.scale import run_dense
+
+    rows = run_dense(3000, Settings(), latency_queries=20, recall_queries=50, log=lambda m: None)
+    by_kind = {r["kind"]: r for r in rows}
+    assert set(by_kind) == {"exact", "flat", "hnsw", "ivf"}
+    assert by_kind["flat"]["recall_at_10"] == 1.0 and by_kind["exact"]["recall_at_10"] > 0.99
+    assert by_kind["hnsw"]["recall_at_10"] > 0.9 and len(by_kind["hnsw"]["sweep"]) == 5
+    assert by_kind["exact"]["bytes_per_vector"] == 384 * 4
+
+
+@pytest.mark.slow
+def test_bench_quick_smoke(tmp_path, monkeypatch, capsys):
+    """Sections 1 and 5 of `bench --quick` on small sizes, with a report (no timing asserted)."""
+    from askcorpus.bench import main
+
+    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", "1,5")
+    monkeypatch.setenv("ASKCORPUS_BENCH_SIZES", "2000")
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    args = Namespace(quick=True, report=tmp_path / "report", index=None, corpus=None)
+    assert main(args, Settings(corpus=repo / "seeds", index=tmp_path / "unused")) == 0
+    out = capsys.readouterr().out
+    assert "1. In-process query latency" in out and "5. Scale" in out
+    data = json.loads((tmp_path / "report" / "bench.json").read_text(encoding="utf-8"))
+    keys = {s["key"]: s for s in data["sections"]}
+    assert keys["inproc"]["skipped"] is None and keys["scale"]["skipped"] is None
+    assert keys["inproc"]["checks"][0]["met"] in (True, False)
