@@ -1,0 +1,68 @@
+"""Evaluation: score retrieval, answers and abstention against a question-and-answer set.
+
+    qa.py       the QA format: load_qa, check_qa, relevance and answer judgements
+    metrics.py  pure metric functions over one question's ranked relevance list
+    suite.py    evaluate(searcher, questions, modes, k) -> EvalResult
+    report.py   terminal table, JSON, Markdown report with a recall@k chart
+`main` is the `askcorpus eval` command, a thin shell over these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import MODES, Settings
+from ..errors import ConfigError
+from .qa import KINDS, SPLITS, QAFormatError, QAItem, Span, check_qa, is_relevant, load_qa
+from .report import format_table, to_json, write_report
+from .suite import EvalResult, ModeResult, QuestionRun, evaluate, parse_modes
+
+__all__ = [
+    "KINDS", "SPLITS", "EvalResult", "ModeResult", "QAFormatError", "QAItem", "QuestionRun", "Span",
+    "check_qa", "evaluate", "format_table", "is_relevant", "load_qa", "main", "parse_modes", "to_json",
+    "write_report",
+]
+
+
+def main(args: argparse.Namespace, settings: Settings) -> int:
+    """`askcorpus eval`: load the set, open (or build) the index, run every mode, print and report."""
+    from ..engine import open_searcher
+
+    modes = parse_modes(getattr(args, "modes", None) or ",".join(MODES))
+    split = getattr(args, "split", None)
+    questions = load_qa(args.qa, split=split)
+    if not questions:
+        raise ConfigError(f"no questions in {args.qa}" + (f" with split {split!r}" if split else ""))
+    searcher = open_searcher(
+        settings,
+        build_if_missing=True,
+        on_build=lambda report=None: print(
+            f"no index at {settings.index}: building it from {settings.corpus} first..." if report is None
+            else report.summary(),
+            file=sys.stderr,
+        ),
+    )
+    problems = check_qa(questions, searcher.index.documents)
+    if problems:
+        print(f"warning: {len(problems)} problem(s) with {args.qa} against the index at {settings.index}:",
+              file=sys.stderr)
+        for problem in problems[:10]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(problems) > 10:
+            print(f"  ... and {len(problems) - 10} more (askcorpus.evaluate.check_qa lists them all)", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} questions", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    result = evaluate(searcher, questions, modes, args.k, progress=progress if sys.stderr.isatty() else None)
+    meta = {"qa": str(args.qa), "split": split, "index": str(settings.index), "model": settings.model}
+    if args.json:
+        print(to_json(result, **meta))
+    else:
+        print(format_table(result, split), end="")
+    report_dir = getattr(args, "report", None)
+    if report_dir is not None:
+        path = write_report(result, report_dir, documents=searcher.index.documents, meta=meta)
+        print(f"report written to {path}", file=sys.stderr)
+    return 0
