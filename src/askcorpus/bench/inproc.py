@@ -137,7 +137,7 @@ def run(searcher: Searcher, questions: list[str], source: str, *, quick: bool, l
         for variant in variants.values():
             variant(question)
     questions_used = questions[:60] if quick else questions
-    times = interleaved(variants, questions_used, rounds=1 if quick else 2, budget=30 if quick else 300)
+    times = interleaved(variants, questions_used, rounds=1 if quick else 2, budget=30 if quick else 200)
     floor_p50 = percentile(times["floor (encode + FAISS flat)"], 50)
     section.data = {"questions": source, "n_questions": len(questions_used), "floor": summarize(times[next(iter(variants))])}
     for name, seconds in times.items():
