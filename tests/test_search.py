@@ -62,9 +62,9 @@ def test_every_mode_finds_the_leader_with_exact_citations(searcher, mode):
 
 @pytest.mark.slow
 def test_answer_is_an_exact_span_and_abstains_off_topic(searcher):
-    response = searcher.search("Who leads ISKP?", k=5)
+    response = searcher.search("Who was the first emir of ISKP?", k=5)
     answer = response.answer
-    assert answer is not None and "Ghafari" in answer.text
+    assert answer is not None and "Hafiz Saeed Khan" in answer.text
     assert searcher.index.documents[answer.doc_id].text[answer.start : answer.end] == answer.text
     assert 0.0 <= answer.score <= 1.0
     off_topic = searcher.search("What is a good recipe for chocolate chip cookies?", k=5)
@@ -87,13 +87,13 @@ def test_json_shape(searcher):
 def test_cli_ask_json_builds_a_missing_index_and_prints_one_object(tmp_path, seeds_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", ASKCORPUS_CORPUS=str(seeds_dir), ASKCORPUS_INDEX=str(tmp_path / "ix"))
     run = subprocess.run(
-        [sys.executable, "-m", "askcorpus.cli", "ask", "Who leads ISKP?", "--json", "-k", "3"],
+        [sys.executable, "-m", "askcorpus.cli", "ask", "Who is the current leader of ISKP?", "--json", "-k", "3"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert run.returncode == 0, run.stderr
     assert "building it" in run.stderr
     data = json.loads(run.stdout)
-    assert data["query"] == "Who leads ISKP?" and data["mode"] == "hybrid" and len(data["results"]) == 3
+    assert data["query"] == "Who is the current leader of ISKP?" and data["mode"] == "hybrid" and len(data["results"]) == 3
     text = (seeds_dir / data["results"][0]["doc_id"]).read_bytes().decode("utf-8")
     for result in data["results"]:
         assert text[result["start"] : result["end"]] == result["text"] or \

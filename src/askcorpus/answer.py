@@ -42,6 +42,8 @@ def extract_answer(
     for rank, (result, similarity) in enumerate(zip(candidates, similarities)):
         passage = result.passage
         for unit in split_units(passage.text):
+            if unit.heading:
+                continue  # a section title names a topic; it does not answer anything
             start, end = passage.start + unit.start, passage.start + unit.end
             if (passage.doc_id, start) in seen:
                 continue

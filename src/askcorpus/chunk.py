@@ -162,6 +162,9 @@ def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tup
             following = last + 1
             if total + tokens[following] > target:
                 break
+            # A heading opens a new section: a passage spanning two sections blurs both in one vector.
+            if units[following].heading and total >= target // 4:
+                break
             # Prefer to end at a paragraph break once the passage is half full, rather than start a
             # paragraph (or a heading and its paragraph) that will not fit.
             if units[following].paragraph_start and total >= target // 2:
@@ -176,7 +179,9 @@ def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tup
         # The next passage repeats the last sentences of this one, up to `overlap` tokens.
         next_first = last + 1
         carried = 0
-        while next_first - 1 > first and carried + tokens[next_first - 1] <= params.overlap:
+        # No overlap into a new section: its heading starts the passage.
+        while not units[next_first].heading and next_first - 1 > first \
+                and carried + tokens[next_first - 1] <= params.overlap:
             carried += tokens[next_first - 1]
             next_first -= 1
         first = next_first
