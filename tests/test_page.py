@@ -1,0 +1,149 @@
+"""The page in a real browser: Debian's chromium, headless, driven by Playwright for Python.
+
+Types a question, submits, sees the answer and the passages, follows a citation and checks that the
+highlighted text is the cited passage. Screenshots (desktop and phone widths) go to artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+QUESTION = "What is the primary threat in the region according to the USIP report?"
+VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 740}}
+
+
+def _browser_or_skip():
+    """Chromium and Playwright, or a skip that prints why (only where no browser can be had)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed: pip install playwright")
+    executable = CHROMIUM if CHROMIUM.exists() else (Path(p) if (p := shutil.which("chromium")) else None)
+    if executable is None:
+        pytest.skip("no chromium browser at /usr/bin/chromium: apt-get install -y chromium")
+    return sync_playwright, executable
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright, executable = _browser_or_skip()
+    with sync_playwright() as playwright:
+        try:
+            instance = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
+        except Exception as error:  # noqa: BLE001 - a browser that cannot start is "no browser"
+            pytest.skip(f"chromium at {executable} does not start: {error}")
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture(scope="module")
+def live(seeds_settings, real_embedder):
+    """The app with the real model over the seeds index, served by uvicorn in a thread on a free port."""
+    import uvicorn
+
+    from askcorpus.api import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = seeds_settings.with_overrides(reload_interval=0)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, embedder=real_embedder), host="127.0.0.1",
+                                           port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.mark.parametrize("device", list(VIEWPORTS))
+def test_ask_read_and_follow_a_citation(browser, live, device):
+    ARTIFACTS.mkdir(exist_ok=True)
+    expected = httpx.post(live + "/search", json={"query": QUESTION, "k": 10}, timeout=60).json()
+    assert expected["results"] and expected["answer"], "the seeds should answer this question"
+    first = expected["results"][0]
+
+    page = browser.new_page(viewport=VIEWPORTS[device])
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    try:
+        page.goto(live + "/")
+        page.fill("#q", QUESTION)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        page.wait_for_selector("#answer:not([hidden])")
+
+        # The answer on top, then the ranked passages with document, offsets and score.
+        assert page.inner_text("#answer-text").strip() == expected["answer"]["text"].strip()
+        items = page.locator("#results li.result")
+        assert items.count() == len(expected["results"])
+        head = items.nth(0)
+        assert f"[{first['start']}:{first['end']}]" in head.locator(".meta").inner_text()
+        assert f"{first['score']:.4f}" in head.locator(".meta").inner_text()
+        assert first["doc_id"] in head.inner_text()
+        passage_text = head.locator(".passage").inner_text()
+        assert " ".join(passage_text.split()) == " ".join(first["text"].split())
+        # The matching words are highlighted.
+        marked = [m.lower() for m in page.locator("#results mark").all_inner_texts()]
+        assert marked and any(word in marked for word in ("threat", "region", "usip", "report", "primary"))
+        # Nothing overflows sideways, even on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS[device]["width"]
+        page.screenshot(path=str(ARTIFACTS / f"page-{device}-results.png"), full_page=True)
+
+        # Follow the first passage's citation: the document opens scrolled to the passage, highlighted.
+        head.locator("a.cite").click()
+        page.wait_for_selector("mark#cited", timeout=30_000)
+        assert page.text_content("mark#cited") == first["text"]
+        assert page.evaluate(
+            "(() => { const r = document.getElementById('cited').getBoundingClientRect();"
+            " return r.top < window.innerHeight && r.bottom > 0; })()"
+        ), "the cited passage is not scrolled into view"
+        document = httpx.get(f"{live}/documents/{first['doc_id']}").json()
+        assert page.text_content("#doc-text") == document["text"]
+        page.screenshot(path=str(ARTIFACTS / f"page-{device}-document.png"))
+
+        # Back to the results, then the answer's own citation.
+        page.click("#back")
+        page.wait_for_selector("#search-view:not([hidden]) #results li.result")
+        page.click("#answer a.cite")
+        page.wait_for_selector("mark#cited", timeout=30_000)
+        assert page.text_content("mark#cited") == expected["answer"]["text"]
+    finally:
+        page.close()
+    assert not errors, errors
+
+
+def test_bad_input_is_shown_not_thrown(browser, live):
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    try:
+        page.goto(live + "/#q=" + "x" * 2100)  # over the limit: the API's 422 message is shown
+        page.wait_for_selector("#message.error", timeout=30_000)
+        assert "limit is 2000" in page.inner_text("#message")
+        page.goto(live + "/#doc=../../etc/passwd&start=0&end=5")
+        page.wait_for_selector("#doc-text .error", timeout=30_000)
+        assert "root:" not in page.inner_text("#doc-text")
+    finally:
+        page.close()
