@@ -24,7 +24,7 @@ from .records import Document, Passage
 log = logging.getLogger(__name__)
 
 # Bump when the sentence splitter changes what passages it cuts, so old indexes rebuild.
-SPLITTER_VERSION = 2
+SPLITTER_VERSION = 3
 
 
 @dataclass

@@ -176,16 +176,27 @@ def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tup
         groups.append((first, last))
         if last + 1 >= len(units):
             break
-        # The next passage repeats the last sentences of this one, up to `overlap` tokens.
+        # The next passage repeats the last sentences of this one until at least `overlap` tokens are
+        # carried (whole sentences, so often a little more), but never more than half a passage.
+        # No overlap into a new section: its heading starts the passage.
         next_first = last + 1
         carried = 0
-        # No overlap into a new section: its heading starts the passage.
-        while not units[next_first].heading and next_first - 1 > first \
-                and carried + tokens[next_first - 1] <= params.overlap:
+        while (
+            params.overlap
+            and not units[next_first].heading
+            and next_first - 1 > first
+            and carried < params.overlap
+            and carried + tokens[next_first - 1] <= target // 2
+        ):
             carried += tokens[next_first - 1]
             next_first -= 1
         first = next_first
     return groups
+
+
+def headings(text: str) -> list[Unit]:
+    """The heading-like lines of `text`: short one-line paragraphs with no closing punctuation."""
+    return [unit for unit in split_units(text) if unit.heading]
 
 
 @lru_cache(maxsize=1)
