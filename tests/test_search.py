@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from askcorpus.config import Settings
 from askcorpus.errors import QueryError
 from askcorpus.records import Hit
-from askcorpus.search import reciprocal_rank_fusion, validate_query
+from askcorpus.search import MISSING_Z, reciprocal_rank_fusion, validate_query, zscore_fusion
 
 LEADER_DOC = "004_9b6637ebe242a1f9.txt"
 
@@ -25,6 +26,27 @@ def test_rrf_sums_reciprocal_ranks_and_breaks_ties_by_id():
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
     assert [h.passage_id for h in reciprocal_rank_fusion([[Hit(9, 1)], [Hit(8, 1)]], k=60)] == [8, 9]
     assert len(reciprocal_rank_fusion([dense, lexical], limit=2)) == 2
+
+
+def test_zscore_fusion_weighs_standardised_scores():
+    dense = [Hit(1, 0.9), Hit(2, 0.5), Hit(3, 0.4)]
+    lexical = [Hit(3, 9.0), Hit(4, 3.0), Hit(5, 3.0)]
+    fused = zscore_fusion([dense, lexical], [0.6, 0.4])
+    d_mean, d_std = np.mean([0.9, 0.5, 0.4]), np.std([0.9, 0.5, 0.4])
+    l_mean, l_std = np.mean([9.0, 3.0, 3.0]), np.std([9.0, 3.0, 3.0])
+    expected = {
+        1: 0.6 * (0.9 - d_mean) / d_std + 0.4 * MISSING_Z,
+        2: 0.6 * (0.5 - d_mean) / d_std + 0.4 * MISSING_Z,
+        3: 0.6 * (0.4 - d_mean) / d_std + 0.4 * (9.0 - l_mean) / l_std,
+        4: 0.6 * MISSING_Z + 0.4 * (3.0 - l_mean) / l_std,
+        5: 0.6 * MISSING_Z + 0.4 * (3.0 - l_mean) / l_std,
+    }
+    assert [h.passage_id for h in fused] == sorted(expected, key=lambda p: (-expected[p], p))
+    for hit in fused:
+        assert hit.score == pytest.approx(expected[hit.passage_id])
+    # A list with no spread (or nothing at all) cannot reorder the other one.
+    assert [h.passage_id for h in zscore_fusion([dense, []], [0.6, 0.4])] == [1, 2, 3]
+    assert [h.passage_id for h in zscore_fusion([dense, [Hit(7, 2.0)]], [0.6, 0.4], limit=2)] == [1, 2]
 
 
 @pytest.mark.parametrize(

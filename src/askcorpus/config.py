@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Retrieval and fusion.
     mode: Mode = "hybrid"
     k: int = Field(10, ge=1, le=100)
+    # Hybrid fusion: "zscore" (weighted standardised scores; measured best on dev) or "rrf".
+    fusion: Literal["zscore", "rrf"] = "zscore"
+    dense_weight: float = Field(0.6, ge=0.0, le=1.0)
     rrf_k: int = Field(60, ge=1)
     fusion_depth: int = Field(50, ge=1, le=1000)
 

@@ -1,4 +1,4 @@
-"""One search function for every shell: dense, BM25 and hybrid retrieval fused by reciprocal rank."""
+"""One search function for every shell: dense, BM25, and hybrid retrieval that fuses the two."""
 
 from __future__ import annotations
 
@@ -20,6 +20,35 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hit]], k: int = 60, limit
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
             fused[hit.passage_id] = fused.get(hit.passage_id, 0.0) + 1.0 / (k + rank)
+    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    return [Hit(pid, score) for pid, score in ordered[:limit]]
+
+
+# A passage missing from one retriever's list counts as this many standard deviations below its mean.
+MISSING_Z = -3.0
+
+
+def zscore_fusion(
+    rankings: Sequence[Sequence[Hit]], weights: Sequence[float], limit: int | None = None
+) -> list[Hit]:
+    """Fuse by weighted sum of each list's standardised scores (z = (s - mean) / std over the list).
+
+    Unlike rank fusion it keeps how far ahead a passage is: a clear dense winner is not pulled level
+    with a weak BM25 match that shares one common word with the question.
+    """
+    standardised: list[dict[int, float]] = []
+    for ranking in rankings:
+        scores = np.array([hit.score for hit in ranking], dtype=np.float64)
+        spread = float(scores.std()) if len(scores) > 1 else 0.0
+        if spread == 0.0:
+            standardised.append({hit.passage_id: 0.0 for hit in ranking})
+        else:
+            mean = float(scores.mean())
+            standardised.append({hit.passage_id: (hit.score - mean) / spread for hit in ranking})
+    candidates = set().union(*standardised) if standardised else set()
+    fused = {
+        pid: sum(w * z.get(pid, MISSING_Z) for w, z in zip(weights, standardised)) for pid in candidates
+    }
     ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     return [Hit(pid, score) for pid, score in ordered[:limit]]
 
@@ -60,7 +89,10 @@ class Searcher:
         if mode == "dense":
             return dense
         lexical = self.index.lexical.search(query, depth)
-        return reciprocal_rank_fusion([dense, lexical], k=self.settings.rrf_k, limit=k)
+        if self.settings.fusion == "rrf":
+            return reciprocal_rank_fusion([dense, lexical], k=self.settings.rrf_k, limit=k)
+        weight = self.settings.dense_weight
+        return zscore_fusion([dense, lexical], [weight, 1.0 - weight], limit=k)
 
     def search(
         self,
