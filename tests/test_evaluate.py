@@ -18,8 +18,9 @@ from askcorpus.records import Answer, Passage, Result, SearchResponse
 from conftest import QA_FILE, SEEDS
 
 # The regression guard: hybrid Recall@5 on the test split with the real model must stay at or above this.
-# Measured 0.894 (test split, 85 answerable questions, seeds, all-MiniLM-L6-v2, 128/32-token chunks).
-HYBRID_RECALL_AT_5_FLOOR = 0.84
+# Measured 0.918 (test split, 85 answerable questions, seeds, all-MiniLM-L6-v2, 128/32-token chunks,
+# z-score fusion at dense weight 0.6); the floor leaves 0.05 for harmless changes (about four questions).
+HYBRID_RECALL_AT_5_FLOOR = 0.87
 
 
 # --- a scripted searcher ------------------------------------------------------------------------
