@@ -7,13 +7,12 @@ highlighted text is the cited passage. Screenshots (desktop and phone widths) go
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -55,27 +54,11 @@ def browser():
 @pytest.fixture(scope="module")
 def live(seeds_settings, real_embedder):
     """The app with the real model over the seeds index, served by uvicorn in a thread on a free port."""
-    import uvicorn
-
     from askcorpus.api import create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     settings = seeds_settings.with_overrides(reload_interval=0)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, embedder=real_embedder), host="127.0.0.1",
-                                           port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_in_thread(create_app(settings, embedder=real_embedder)) as url:
+        yield url
 
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))

@@ -7,11 +7,10 @@ with an admin token set (schemathesis does not know it, so it exercises the 401/
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
+
+from conftest import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -29,29 +28,13 @@ SETTINGS = {"model": "hashing-64", "admin_token": "fuzz-token-never-guessed", "r
 
 @pytest.fixture(scope="module")
 def live_url(tmp_path_factory, seeds_dir):
-    import uvicorn
-
     root = tmp_path_factory.mktemp("fuzz")
     shutil.copytree(seeds_dir, root / "corpus")
     settings = Settings(corpus=root / "corpus", index=root / "index", **SETTINGS)
     embedder = HashingEmbedder(dim=64)
     build_index(settings, embedder)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, embedder=embedder), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve_in_thread(create_app(settings, embedder=embedder), start_timeout=30) as url:
+        yield url
 
 
 # The schema is the app's own OpenAPI document (generating it loads nothing); the cases run against the live

@@ -41,17 +41,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from .engine import open_searcher
+    from .engine import announce_builds, open_searcher
 
     settings = _settings(args)
     searcher = open_searcher(
         settings,
         build_if_missing=True,
-        on_build=lambda report=None: print(
-            f"no index at {settings.index}: building it from {settings.corpus} first..." if report is None
-            else report.summary(),
-            file=sys.stderr,
-        ),
+        on_build=announce_builds(settings),
     )
     response = searcher.search(args.question, k=args.k, mode=args.mode)
     if args.json:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable, TextIO
+
 from .build import BuildReport, build_index
 from .config import Settings
 from .embed import Embedder, load_embedder
@@ -10,8 +13,20 @@ from .search import Searcher
 from . import store
 
 
+def announce_builds(settings: Settings, stream: TextIO = sys.stderr) -> Callable[[BuildReport | None], None]:
+    """An `on_build` callback that says a missing index is being built, then prints what the build did."""
+
+    def announce(report: BuildReport | None = None) -> None:
+        if report is None:
+            print(f"no index at {settings.index}: building it from {settings.corpus} first...", file=stream)
+        else:
+            print(report.summary(), file=stream)
+
+    return announce
+
+
 def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build_if_missing: bool = False,
-                  on_build: "callable | None" = None) -> Searcher:
+                  on_build: Callable[[BuildReport | None], None] | None = None) -> Searcher:
     """Load the model and the index named by `settings`; build the index first if asked and it is missing."""
     embedder = embedder or load_embedder(settings.model, settings.device)
     try:

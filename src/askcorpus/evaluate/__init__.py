@@ -27,7 +27,7 @@ __all__ = [
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """`askcorpus eval`: load the set, open (or build) the index, run every mode, print and report."""
-    from ..engine import open_searcher
+    from ..engine import announce_builds, open_searcher
 
     modes = parse_modes(getattr(args, "modes", None) or ",".join(MODES))
     split = getattr(args, "split", None)
@@ -37,11 +37,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     searcher = open_searcher(
         settings,
         build_if_missing=True,
-        on_build=lambda report=None: print(
-            f"no index at {settings.index}: building it from {settings.corpus} first..." if report is None
-            else report.summary(),
-            file=sys.stderr,
-        ),
+        on_build=announce_builds(settings),
     )
     problems = check_qa(questions, searcher.index.documents)
     if problems:
