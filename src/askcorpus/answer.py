@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 # How much a sentence's share of the question's terms counts against its passage's similarity.
 TERM_WEIGHT = 0.6
+# What each step down the ranking costs a candidate sentence (later passages must match clearly better).
+RANK_PENALTY = 0.01
 
 
 def extract_answer(
@@ -52,7 +54,7 @@ def extract_answer(
             found = set(terms(sentence))
             coverage = len(wanted & found) / len(wanted) if wanted else 0.0
             # Earlier passages win ties; a sentence of one or two words is rarely an answer.
-            score = TERM_WEIGHT * coverage + (1 - TERM_WEIGHT) * float(similarity) - 0.01 * rank
+            score = TERM_WEIGHT * coverage + (1 - TERM_WEIGHT) * float(similarity) - RANK_PENALTY * rank
             if len(found) < 3:
                 score -= 0.1
             if best is None or score > best[0]:
