@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -12,6 +14,22 @@ from ..records import Hit
 from .base import VectorIndex
 
 FILE_NAME = "vectors.faiss"
+
+# Searches of this many queries or fewer run on one OpenMP thread. FAISS ships its own libgomp beside
+# PyTorch's, so a two-thread FAISS search leaves a second spinning thread pool that slows the next model
+# encode; and one query gains nothing from two threads (see `askcorpus bench`, sections 1 and 5).
+FEW_QUERIES = 8
+
+
+@contextmanager
+def _one_openmp_thread() -> Iterator[None]:
+    """FAISS's OpenMP at one thread in this thread for the duration (the setting is per calling thread)."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 class FaissIndex(VectorIndex):
@@ -68,7 +86,11 @@ class FaissIndex(VectorIndex):
         k = min(k, len(self))
         if k == 0:
             return [[] for _ in range(len(queries))]
-        scores, ids = self.index.search(queries, k)
+        if len(queries) <= FEW_QUERIES:
+            with _one_openmp_thread():
+                scores, ids = self.index.search(queries, k)
+        else:
+            scores, ids = self.index.search(queries, k)
         return [
             [Hit(int(i), float(s)) for i, s in zip(id_row, score_row) if i >= 0]
             for id_row, score_row in zip(ids, scores)
