@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: run setup index serve ask test test-fast eval bench browser clean
 
 run: index
-	$(BIN)/askcorpus ask "Who was the first emir of ISKP?" -k 3
+	$(BIN)/askcorpus ask "Who leads ISKP?" -k 3
 	$(BIN)/askcorpus serve
 
 setup: $(VENV)/.installed

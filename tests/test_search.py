@@ -95,6 +95,16 @@ def test_answer_is_an_exact_span_and_abstains_off_topic(searcher):
 
 
 @pytest.mark.slow
+def test_who_leads_iskp_cites_the_current_leader(searcher):
+    """The issue's new-user check: the right passage first, the answer sentence, exact offsets."""
+    response = searcher.search("Who leads ISKP?", k=5)
+    top = response.results[0].passage
+    assert "Sanaullah Ghafari" in top.text
+    assert searcher.index.documents[top.doc_id].text[top.start : top.end] == top.text
+    assert response.answer is not None and "led by Sanaullah Ghafari" in response.answer.text
+
+
+@pytest.mark.slow
 def test_json_shape(searcher):
     data = searcher.search("How many fighters does ISKP have?", k=3).to_dict()
     assert set(data) >= {"query", "mode", "answer", "results"}
