@@ -19,7 +19,7 @@ def choose_kind(requested: str, passages: int, approximate_above: int) -> str:
     return requested
 
 
-def create_index(kind: str, dim: int, *, hnsw_m: int = 32, hnsw_ef_search: int = 128, ivf_nprobe: int = 32) -> VectorIndex:
+def create_index(kind: str, dim: int, *, hnsw_m: int = 32, hnsw_ef_search: int = 256, ivf_nprobe: int = 32) -> VectorIndex:
     """An empty index of the named kind ("flat", "hnsw", "ivf" from FAISS; "exact" in NumPy)."""
     if kind == "exact":
         return NumpyIndex(dim)
