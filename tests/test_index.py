@@ -85,3 +85,13 @@ def test_choice_of_kind():
     assert choose_kind("ivf", 10, 1000) == "ivf"
     with pytest.raises(ConfigError, match="unknown index kind"):
         create_index("annoy", 8)
+
+
+def test_search_params_apply_after_loading(tmp_path):
+    index = create_index("hnsw", 16, hnsw_ef_search=64)
+    index.add(_unit_vectors(500, 16, seed=9))
+    index.save(tmp_path)
+    loaded = load_index("hnsw", tmp_path, 16)
+    loaded.set_search_params(hnsw_ef_search=300)
+    assert loaded.index.hnsw.efSearch == 300
+    create_index("exact", 16).set_search_params(hnsw_ef_search=300)  # exact search has no knobs: no error

@@ -115,10 +115,7 @@ def load(index_dir: Path, expected_model: str | None = None, *, hnsw_ef_search: 
         lexical = LexicalIndex.load(build)
     except (OSError, KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError) as error:
         raise IndexFormatError(f"index at {build} is damaged ({type(error).__name__}: {error}); rebuild it") from error
-    if hasattr(dense, "hnsw_ef_search") and hnsw_ef_search is not None:
-        dense.hnsw_ef_search = hnsw_ef_search
-        dense.ivf_nprobe = ivf_nprobe or dense.ivf_nprobe
-        dense._apply_search_params()
+    dense.set_search_params(hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe)
     if not (len(passages) == len(dense) == vectors.shape[0]):
         raise IndexFormatError(
             f"index at {build} is inconsistent: {len(passages)} passages, {len(dense)} dense vectors, "

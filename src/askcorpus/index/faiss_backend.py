@@ -63,6 +63,11 @@ class FaissIndex(VectorIndex):
             return index
         return None  # IVF needs the data to train its centroids: made on first add
 
+    def set_search_params(self, *, hnsw_ef_search: int | None = None, ivf_nprobe: int | None = None) -> None:
+        self.hnsw_ef_search = hnsw_ef_search or self.hnsw_ef_search
+        self.ivf_nprobe = ivf_nprobe or self.ivf_nprobe
+        self._apply_search_params()
+
     def _apply_search_params(self) -> None:
         if isinstance(self.index, faiss.IndexHNSW):
             self.index.hnsw.efSearch = self.hnsw_ef_search
