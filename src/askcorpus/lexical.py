@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -88,6 +89,9 @@ class LexicalIndex:
     @classmethod
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
         import bm25s
+
+        # bm25s sets its own logger to DEBUG on import, which would print on every build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
 
         tokens = bm25s.tokenize(list(texts), stopwords=sorted(_stopwords()), stemmer=_stem_words,
                                  show_progress=False)
