@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 
@@ -20,13 +21,7 @@ class Document:
         """1-based page holding `offset`, or None when the format has no pages."""
         if not self.page_starts:
             return None
-        page = 0
-        for index, start in enumerate(self.page_starts):
-            if start <= offset:
-                page = index
-            else:
-                break
-        return page + 1
+        return max(1, bisect_right(self.page_starts, offset))
 
 
 @dataclass(frozen=True)

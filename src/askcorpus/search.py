@@ -94,6 +94,11 @@ class Searcher:
         weight = self.settings.dense_weight
         return zscore_fusion([dense, lexical], [weight, 1.0 - weight], limit=k)
 
+    def _result(self, rank: int, hit: Hit) -> Result:
+        passage = self.index.passages[hit.passage_id]
+        page = self.index.documents[passage.doc_id].page_of(passage.start)
+        return Result(rank=rank, passage_id=hit.passage_id, passage=passage, score=hit.score, page=page)
+
     def search(
         self,
         query: str,
@@ -111,18 +116,7 @@ class Searcher:
         if needs_vector and query_vector is None:
             query_vector = self.encode_queries([query])[0]
         hits = self.retrieve(query, k, mode, query_vector)
-        results = tuple(
-            Result(
-                rank=rank,
-                passage_id=hit.passage_id,
-                passage=self.index.passages[hit.passage_id],
-                score=hit.score,
-                page=self.index.documents[self.index.passages[hit.passage_id].doc_id].page_of(
-                    self.index.passages[hit.passage_id].start
-                ),
-            )
-            for rank, hit in enumerate(hits, start=1)
-        )
+        results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits, start=1))
         answer = (
             extract_answer(query, query_vector, results, self.index, self.settings)
             if with_answer
