@@ -143,3 +143,17 @@ def test_cli_ask_json_builds_a_missing_index_and_prints_one_object(tmp_path, see
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert bad.returncode == 2 and "query is empty" in bad.stderr and bad.stdout == ""
+
+
+def test_the_schema_pattern_matches_exactly_what_validation_accepts():
+    import re
+    import sys
+
+    from askcorpus.search import NOT_ONLY_WHITESPACE
+
+    pattern = re.compile(NOT_ONLY_WHITESPACE)
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        assert bool(pattern.search(char)) == (not char.isspace()), hex(code)

@@ -33,7 +33,7 @@ from .config import Settings
 from .embed import Embedder
 from .errors import AskcorpusError, QueryError
 from .lexical import term_spans, terms
-from .search import Searcher, validate_query
+from .search import NOT_ONLY_WHITESPACE, Searcher, validate_query
 
 log = logging.getLogger("askcorpus.api")
 
@@ -193,7 +193,7 @@ def _search_request_model(max_query_chars: int) -> type[BaseModel]:
         query: str = Field(
             min_length=1,
             max_length=max_query_chars,
-            pattern=r"\S",
+            pattern=NOT_ONLY_WHITESPACE,
             description=f"the question: 1 to {max_query_chars} characters, not only whitespace",
         )
         k: Annotated[int, BeforeValidator(_integral)] = Field(10, ge=1, le=100, description="passages to return")
@@ -666,7 +666,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     @app.get("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
              summary="Same as POST /search, for links and curl")
     async def get_search(
-        q: Annotated[str, Query(min_length=1, max_length=max_chars, pattern=r"\S",
+        q: Annotated[str, Query(min_length=1, max_length=max_chars, pattern=NOT_ONLY_WHITESPACE,
                                 description=f"the question: 1 to {max_chars} characters")],
         k: Annotated[int, Query(ge=1, le=100, description="passages to return")] = 10,
         mode: Annotated[ModeName, Query(description="hybrid, dense or bm25")] = "hybrid",

@@ -53,6 +53,12 @@ def zscore_fusion(
     return [Hit(pid, score) for pid, score in ordered[:limit]]
 
 
+# A query must hold a character Python does not count as white space (str.strip removes exactly those).
+# Spelled out as a class rather than \S because JSON Schema (ECMA) and pydantic (Rust) regexes do not
+# treat U+001C..U+001F and U+0085 as white space, so the published schema would admit what we refuse.
+NOT_ONLY_WHITESPACE = "[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 def validate_query(query: object, k: object, mode: object, settings: Settings) -> str:
     """The stripped query, or QueryError saying which parameter is wrong and what is allowed."""
     if not isinstance(query, str):
