@@ -46,19 +46,33 @@ def fake_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def real_embedder():
-    """The real all-MiniLM-L6-v2, loaded once for the whole session."""
+def torch_embedder():
+    """The real all-MiniLM-L6-v2 on PyTorch (the reference the ONNX export is checked against), loaded once."""
     from askcorpus.embed import load_embedder
 
-    return load_embedder("all-MiniLM-L6-v2")
+    return load_embedder("all-MiniLM-L6-v2", backend="torch")
 
 
 @pytest.fixture(scope="session")
-def seeds_settings(tmp_path_factory, real_embedder) -> Settings:
+def encoder_cache(tmp_path_factory) -> Path:
+    """Where this session's ONNX export of the real model lives; servers started by tests reuse it."""
+    return tmp_path_factory.mktemp("encoders")
+
+
+@pytest.fixture(scope="session")
+def real_embedder(torch_embedder, encoder_cache):
+    """The real model as askcorpus runs it by default: its ONNX export, made once per session."""
+    from askcorpus.embed.onnx_backend import load_onnx_embedder
+
+    return load_onnx_embedder("all-MiniLM-L6-v2", encoder_cache, torch_embedder=torch_embedder)
+
+
+@pytest.fixture(scope="session")
+def seeds_settings(tmp_path_factory, real_embedder, encoder_cache) -> Settings:
     """An index of the real seeds built once with the real model, in a session temp folder."""
     from askcorpus.build import build_index
 
-    settings = Settings(corpus=SEEDS, index=tmp_path_factory.mktemp("seeds-index"))
+    settings = Settings(corpus=SEEDS, index=tmp_path_factory.mktemp("seeds-index"), encoder_cache=encoder_cache)
     build_index(settings, real_embedder)
     return settings
 

@@ -362,7 +362,7 @@ def test_health(client, built):
     assert data["status"] == "ok" and data["index_loaded"] is True
     assert data["documents"] == len(index.documents)
     assert data["passages"] == len(index.passages)
-    assert data["model"] == "hashing-64"
+    assert data["model"] == "hashing-64" and data["encoder"] == "hashing"
     assert data["built_at"] == index.built_at
     assert data["build"] == index.path.name
     assert data["last_reload_error"] is None

@@ -69,7 +69,7 @@ def server(tmp_path_factory, seeds_settings):
     shutil.copytree(seeds_settings.index, index)  # the session's real-model build: no build at start-up
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ASKCORPUS_RELOAD_INTERVAL": "0.5",
-           "ASKCORPUS_ADMIN_TOKEN": TOKEN}
+           "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir)}
     env.pop("ASKCORPUS_HOST", None)
     log_path = root / "server.log"
     with open(log_path, "wb") as log:
@@ -114,6 +114,7 @@ def test_starts_on_loopback_and_reports_health(server, seeds_settings):
     health = httpx.get(server.base + "/health").json()
     assert health["status"] == "ok" and health["index_loaded"] is True
     assert health["model"] == "all-MiniLM-L6-v2" and health["documents"] == 5 and health["passages"] > 0
+    assert health["encoder"] == "onnx"  # the default backend, from the export the session made
     assert health["reload_interval"] == 0.5
     log = server.log_text()
     start = next(line for line in log.splitlines() if "serving index" in line)

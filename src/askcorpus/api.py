@@ -139,6 +139,7 @@ class HealthOut(BaseModel):
     documents: int = Field(ge=0)
     passages: int = Field(ge=0)
     model: str
+    encoder: str = Field(description="what runs the model for queries: onnx, torch or hashing")
     reload_interval: float = Field(description="seconds between checks for a new build; 0 = no automatic reload")
     reloads: int = Field(ge=0, description="index swaps since start-up")
     last_reload_error: str | None = Field(None, description="why the newest build could not be loaded, if so")
@@ -215,6 +216,7 @@ class _SerializedEmbedder(Embedder):
 
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
+        self.backend = inner.backend
         self.name = inner.name
         self.dim = inner.dim
         self.max_tokens = inner.max_tokens
@@ -615,8 +617,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
         index = holder.searcher.index
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         log.info("askcorpus %s serving index %s (build %s, built %s: %d documents, %d passages) with model %s "
-                 "at http://%s:%d/", __version__, settings.index, index.path.name, index.built_at,
-                 len(index.documents), len(index.passages), holder.embedder.name, host, settings.port)
+                 "(%s) at http://%s:%d/", __version__, settings.index, index.path.name, index.built_at,
+                 len(index.documents), len(index.passages), holder.embedder.name, holder.embedder.backend, host,
+                 settings.port)
         try:
             yield
         finally:
@@ -739,6 +742,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
             "documents": len(index.documents),
             "passages": len(index.passages),
             "model": index.model_name,
+            "encoder": holder.embedder.backend,
             "reload_interval": settings.reload_interval,
             "reloads": holder.reloads,
             "last_reload_error": holder.last_error,
@@ -837,13 +841,13 @@ def _allowed_methods(request: Request) -> set[str]:
 
 
 def _open_holder(settings: Settings, embedder: Embedder | None, searcher: Searcher | None) -> IndexHolder:
-    from .embed import load_embedder
+    from .embed import embedder_for
     from .engine import open_searcher
 
     if searcher is not None:
         base = searcher.embedder
     else:
-        base = embedder or load_embedder(settings.model, settings.device)
+        base = embedder or embedder_for(settings)
     locked = base if isinstance(base, _SerializedEmbedder) else _SerializedEmbedder(base)
     if searcher is None:
         searcher = open_searcher(settings, locked, build_if_missing=True, on_build=partial(_log_build, settings))
@@ -871,13 +875,13 @@ def serve(settings: Settings) -> int:
     """Run the service in the foreground until interrupted: `askcorpus serve`."""
     import uvicorn
 
-    from .embed import load_embedder
+    from .embed import embedder_for
     from .engine import open_searcher
 
     config = log_config()
     logging.config.dictConfig(config)
     # Load (or build) before binding, so a missing model or a damaged index fails with the CLI's clear message.
-    embedder = _SerializedEmbedder(load_embedder(settings.model, settings.device))
+    embedder = _SerializedEmbedder(embedder_for(settings))
     searcher = open_searcher(settings, embedder, build_if_missing=True, on_build=partial(_log_build, settings))
     app = create_app(settings, embedder, searcher=searcher)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=config, access_log=False,

@@ -31,10 +31,10 @@ def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .build import build_index
-    from .embed import load_embedder
+    from .embed import embedder_for
 
     settings = _settings(args)
-    embedder = load_embedder(settings.model, settings.device)
+    embedder = embedder_for(settings)
     report = build_index(settings, embedder, progress=True)
     print(report.summary())
     return 0

@@ -7,7 +7,7 @@ from typing import Callable, TextIO
 
 from .build import BuildReport, build_index
 from .config import Settings
-from .embed import Embedder, load_embedder
+from .embed import Embedder, embedder_for
 from .errors import IndexNotFoundError
 from .search import Searcher
 from . import store
@@ -28,7 +28,7 @@ def announce_builds(settings: Settings, stream: TextIO = sys.stderr) -> Callable
 def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build_if_missing: bool = False,
                   on_build: Callable[[BuildReport | None], None] | None = None) -> Searcher:
     """Load the model and the index named by `settings`; build the index first if asked and it is missing."""
-    embedder = embedder or load_embedder(settings.model, settings.device)
+    embedder = embedder or embedder_for(settings)
     try:
         index = load_index_for(settings, embedder)
     except IndexNotFoundError:

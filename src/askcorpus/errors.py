@@ -35,3 +35,7 @@ class QueryError(AskcorpusError):
 
 class EmptyCorpusError(AskcorpusError):
     """The corpus folder has no readable document."""
+
+
+class EncoderExportError(AskcorpusError):
+    """The model cannot be run by ONNX Runtime (not installed, export failed, or its vectors disagree)."""

@@ -91,19 +91,24 @@ def main(args, settings) -> int:
     sections: list[Section] = []
     work = Path(tempfile.mkdtemp(prefix="askcorpus-bench-"))
     try:
-        from ..embed import load_embedder
+        from ..embed import embedder_for, load_embedder
         from .synth import seed_sentences
 
         needs_model = wanted & {"1", "2", "3", "4", "6", "7"}
         loads: dict = {}
-        embedder = searcher = index_dir = None
+        embedder = reference = searcher = index_dir = None
         if needs_model:
             started = time.perf_counter()
-            embedder = load_embedder(settings.model, settings.device)
+            embedder = embedder_for(settings)
             loads["model_load_s"] = time.perf_counter() - started
+            loads["encoder"] = embedder.backend
+            # The floor is defined on sentence-transformers' own encode, whatever backend serves.
+            reference = embedder if embedder.backend == "torch" else None
+            if reference is None and embedder.backend != "hashing":
+                reference = load_embedder(settings.model, settings.device, backend="torch")
         sentences = seed_sentences(settings.corpus)
         qa_path = Path("evals/qa.jsonl")
-        from .inproc import load_questions, measure_floor
+        from .inproc import load_questions, measure_floors
 
         questions, source = load_questions(qa_path)
         if wanted & {"1", "2", "6", "7"}:
@@ -122,7 +127,7 @@ def main(args, settings) -> int:
             from . import inproc
 
             _log("1. in-process latency...")
-            sections.append(_guard("inproc", "1. In-process query latency", inproc.run, searcher, questions, source,
+            sections.append(_guard("inproc", "1. In-process query latency", inproc.run, searcher, reference, questions, source,
                                    quick=quick, log=_log))
         startup: dict = {}
         if "2" in wanted:
@@ -130,7 +135,7 @@ def main(args, settings) -> int:
 
             _log("2. HTTP latency and throughput...")
             result = _guard("http", "2. HTTP", http.run_http, index_dir, questions,
-                            lambda qs, budget: measure_floor(searcher, qs, budget), quick=quick, work=work, log=_log)
+                            lambda qs, budget: measure_floors(searcher, reference, qs, budget), quick=quick, work=work, log=_log)
             if isinstance(result, tuple):
                 section, startup = result
             else:
@@ -140,7 +145,7 @@ def main(args, settings) -> int:
             from . import buildcost
 
             _log("3-4. build throughput and incremental cost...")
-            result = _guard("build", "3. Build throughput", buildcost.run, settings, embedder, sentences, work,
+            result = _guard("build", "3. Build throughput", buildcost.run, settings, embedder, reference, sentences, work,
                             quick=quick, log=_log)
             sections.extend(result if isinstance(result, tuple) else (result,))
         if "5" in wanted:
@@ -176,7 +181,7 @@ def _header(info: dict) -> list[str]:
     return [
         f"machine: {info['cpus']} x {info['cpu_model']}, {info.get('memory_gb')} GB, {info['platform']}",
         f"python {info['python']}, torch {info.get('torch')} ({info.get('torch_threads')} threads), "
-        f"faiss {info.get('faiss')}",
+        f"faiss {info.get('faiss')}, onnxruntime {info.get('onnxruntime')}",
         f"run: {'quick' if info['quick'] else 'full'}, {info['started']}, {info['total_seconds']:.0f}s, "
         f"load average {info['load_average_at_start']} at start, {info['load_average_at_end']} at end",
     ]

@@ -23,9 +23,16 @@ INCREMENTAL_TARGET = 0.05
 
 
 def bare_encode(embedder: Embedder, texts: list[str], batch_size: int) -> float:
-    """Seconds for the model's own encode of `texts`, as build calls it (same batch size)."""
-    seconds, _ = timed(lambda: embedder.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                                     convert_to_numpy=True))
+    """Seconds for the model's own encode of `texts`, as build calls it (same batch size).
+
+    PyTorch: sentence-transformers' model.encode itself. ONNX: the export's encode (tokenize, run, pool).
+    """
+    if embedder.backend == "torch":
+        model = embedder.model
+        seconds, _ = timed(lambda: model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                                convert_to_numpy=True))
+    else:
+        seconds, _ = timed(lambda: embedder.encode(texts, batch_size=batch_size))
     return seconds
 
 
@@ -55,8 +62,9 @@ def component_times(settings: Settings, embedder: Embedder) -> dict[str, float]:
     return out
 
 
-def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path, *, quick: bool,
-        log=print) -> tuple[Section, Section]:
+def run(settings: Settings, embedder: Embedder, reference: Embedder | None, sentences: list[str], work: Path, *,
+        quick: bool, log=print) -> tuple[Section, Section]:
+    """`embedder` builds; `reference` (sentence-transformers on PyTorch) is the first definition of bare encode."""
     build_section = Section("build", "3. Build throughput: synthetic corpus from the seeds' sentences",
                             ["measure", "documents", "passages", "seconds", "passages/s"])
     inc_section = Section("incremental", "4. Incremental cost (fraction of the full build of the same corpus)",
@@ -79,9 +87,16 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
     passages = report.passages
     build_pps, encode_pps = passages / full_s, passages / encode_s
     build_section.rows += [
-        ["full build (build_index)", report.documents, passages, full_s, build_pps],
-        ["bare model.encode, same passages", "", passages, encode_s, encode_pps],
+        [f"full build (build_index, {embedder.backend})", report.documents, passages, full_s, build_pps],
+        [f"bare encode, {embedder.backend}, same passages", "", passages, encode_s, encode_pps],
     ]
+    if reference is not None and reference is not embedder:
+        torch_s = bare_encode(reference, texts, settings.batch_size)
+        build_section.rows.append(["bare model.encode, PyTorch, same passages", "", passages, torch_s,
+                                   passages / torch_s])
+        build_section.notes.append(f"build on {embedder.backend} / bare PyTorch encode throughput = "
+                                   f"{ratio(build_pps, passages / torch_s):.3f}")
+        build_section.data["bare_torch_encode_s"] = torch_s
     components = component_times(local, embedder)
     for name, seconds in components.items():
         build_section.rows.append([f"  of which {name}", "", "", seconds, None])
@@ -91,8 +106,9 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
                                       build_ratio >= BUILD_TARGET))
     build_section.notes.append(f"batch size {settings.batch_size}; component times are measured separately on the "
                                "same corpus and overlap nothing (the build also writes and fsyncs the index)")
-    build_section.data = {"full_build_s": full_s, "bare_encode_s": encode_s, "passages": passages,
-                          "documents": report.documents, "components_s": components, "encode_runs_s": encode_runs}
+    build_section.data |= {"full_build_s": full_s, "encoder": embedder.backend, "bare_encode_s": encode_s,
+                           "passages": passages, "documents": report.documents, "components_s": components,
+                           "encode_runs_s": encode_runs}
     log(f"  build {build_pps:.1f} p/s vs bare encode {encode_pps:.1f} p/s ({build_ratio:.3f}x)")
 
     # 4. One document added, changed, removed; and a rebuild with nothing changed (the fixed cost).

@@ -154,6 +154,12 @@ def machine_info() -> dict:
         info["faiss"] = faiss.__version__
     except Exception:  # pragma: no cover - both are dependencies
         pass
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
     return info
 
 

@@ -1,0 +1,272 @@
+"""The same model exported to ONNX and run by ONNX Runtime: the vectors of PyTorch at a third of the cost per query.
+
+The export is made once per model (it needs PyTorch), checked against the PyTorch model's own vectors, and kept
+in a cache folder; later starts load only ONNX Runtime and the tokenizer (well under a second, no PyTorch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..errors import EncoderExportError
+from .base import Embedder, resolve_model_location
+
+if TYPE_CHECKING:
+    from .torch_backend import SentenceTransformerEmbedder
+
+log = logging.getLogger(__name__)
+
+EXPORT_VERSION = 1
+ONNX_OPSET = 17
+# float32 ONNX and PyTorch agree to ~2e-7 on this model; anything near 1e-4 means a different computation.
+MAX_ABS_DIFFERENCE = 1e-4
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# Checked at export: a question, plain and odd characters, white space that sentence-transformers strips,
+# and a text past the model's input limit (truncation must cut at the same token).
+PROBE_TEXTS = (
+    "Who leads the Islamic State Khorasan Province?",
+    "  ISKP's attacks in Kabul, Kunduz and Kandahar (2021–2022) — über-violent, naïve résumé 東京 ✓  ",
+    "a",
+    "The Taliban and regional security. " * 80,
+)
+
+
+class OnnxEmbedder(Embedder):
+    """Tokenizer + ONNX Runtime session + mean pooling + L2 normalisation, as the exported model was checked to do."""
+
+    backend = "onnx"
+
+    def __init__(self, name: str, folder: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        info = read_export_info(folder)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
+        options.inter_op_num_threads = 1
+        # Spinning worker threads would take the CPU from the web server's event loop between queries.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        # Two tokenizers, each configured once: changing truncation on a shared one is not thread-safe.
+        self._counter = Tokenizer.from_str(tokenizer_json)
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._tokenizer.enable_truncation(max_length=int(info["max_seq_length"]))
+        self._tokenizer.enable_padding(pad_id=int(info["pad_id"]), pad_token=str(info["pad_token"]))
+        self.name = name
+        self.dim = int(info["dim"])
+        self.max_tokens = int(info["max_tokens"])
+        self.folder = folder
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        # sentence-transformers strips each text before tokenizing; do the same so the vectors agree.
+        texts = [text.strip() for text in texts]
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Longest first, like sentence-transformers: batches of similar length waste less on padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        step = max(1, batch_size)
+        starts = range(0, len(order), step)
+        if progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        for first in starts:
+            rows = order[first : first + step]
+            vectors[rows] = self._encode_batch([texts[i] for i in rows])
+        return vectors
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        feeds = {name: np.asarray(columns[name], dtype=np.int64) for name in self._inputs}
+        hidden = self.session.run(None, feeds)[0]
+        mask = np.asarray(columns["attention_mask"], dtype=np.float32)[..., None]
+        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return (pooled / norms).astype(np.float32)
+
+
+def load_onnx_embedder(name: str, cache: Path, threads: int = 0,
+                       torch_embedder: "SentenceTransformerEmbedder | None" = None) -> OnnxEmbedder:
+    """The ONNX export of `name` from `cache`, exporting it first if missing, stale or damaged.
+
+    Raises EncoderExportError when the model cannot run on ONNX Runtime; the caller decides to fall back.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as error:
+        raise EncoderExportError("onnxruntime is not installed (pip install onnxruntime onnx)") from error
+    location = resolve_model_location(name)
+    if not isinstance(location, Path) or not location.is_dir():
+        raise EncoderExportError(f"model {name!r} is not a folder on disk, so it cannot be exported")
+    fingerprint = model_fingerprint(location)
+    folder = Path(cache) / f"{_slug(name)}-{fingerprint[:12]}"
+    if _export_matches(folder, name, fingerprint):
+        try:
+            return OnnxEmbedder(name, folder, threads)
+        except Exception as error:  # a truncated or damaged model.onnx: export again rather than fail the start
+            log.warning("the ONNX export at %s cannot be loaded (%s); exporting it again", folder, error)
+    if torch_embedder is None:
+        from .torch_backend import SentenceTransformerEmbedder
+
+        torch_embedder = SentenceTransformerEmbedder(name)
+    export_onnx(torch_embedder, folder, fingerprint)
+    return OnnxEmbedder(name, folder, threads)
+
+
+def export_onnx(torch_embedder: "SentenceTransformerEmbedder", folder: Path, fingerprint: str) -> dict:
+    """Export the transformer to `folder` (model.onnx, tokenizer.json, export.json), check it, then publish it.
+
+    The export is written to a temporary sibling and renamed into place only after its vectors matched the
+    PyTorch model's on PROBE_TEXTS, so a killed or failed export never leaves a folder that looks usable.
+    """
+    started = time.perf_counter()
+    folder = Path(folder)
+    temporary = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.mkdir(parents=True)
+        info = _export_files(torch_embedder, temporary, fingerprint)
+        candidate = OnnxEmbedder(torch_embedder.name, temporary, threads=1)
+        probes = list(PROBE_TEXTS)
+        difference = float(np.abs(candidate.encode(probes) - torch_embedder.encode(probes)).max())
+        counts_agree = candidate.count_tokens(probes) == torch_embedder.count_tokens(probes)
+        if not difference <= MAX_ABS_DIFFERENCE or not counts_agree:
+            raise EncoderExportError(
+                f"the ONNX export of {torch_embedder.name!r} does not reproduce its vectors "
+                f"(largest difference {difference:.2e}, token counts agree: {counts_agree}); "
+                "this model needs ASKCORPUS_ENCODER=torch"
+            )
+        info.update(max_abs_difference=difference, export_seconds=round(time.perf_counter() - started, 2))
+        _write_json(temporary / "export.json", info)
+        _publish(temporary, folder)
+    except EncoderExportError:
+        raise
+    except Exception as error:  # torch.onnx raises many kinds; the message is what the user needs
+        raise EncoderExportError(f"exporting {torch_embedder.name!r} to ONNX failed: {error}") from error
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    log.info("exported %s to ONNX at %s in %.1fs (largest difference from PyTorch %.1e)",
+             torch_embedder.name, folder, time.perf_counter() - started, difference)
+    return info
+
+
+def _export_files(torch_embedder: "SentenceTransformerEmbedder", folder: Path, fingerprint: str) -> dict:
+    import onnxruntime
+    import torch
+
+    model = torch_embedder.model
+    tokenizer = model.tokenizer
+    names = [n for n in INPUT_NAMES if n in tokenizer.model_input_names]
+    sample = tokenizer(["a sample sentence"], return_tensors="pt")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, transformer: torch.nn.Module) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.transformer(**dict(zip(names, inputs))).last_hidden_state
+
+    axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow, harmless for BERT
+        torch.onnx.export(
+            LastHiddenState(model[0].auto_model).eval(), tuple(sample[n] for n in names), str(folder / "model.onnx"),
+            input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    (folder / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+    info = {
+        "export_version": EXPORT_VERSION,
+        "model": torch_embedder.name,
+        "model_fingerprint": fingerprint,
+        "dim": torch_embedder.dim,
+        "max_tokens": torch_embedder.max_tokens,
+        "max_seq_length": int(model.max_seq_length),
+        "pad_id": int(tokenizer.pad_token_id),
+        "pad_token": str(tokenizer.pad_token),
+        "pooling": "mean",
+        "opset": ONNX_OPSET,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    _write_json(folder / "export.json", info)
+    return info
+
+
+def read_export_info(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / "export.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise EncoderExportError(f"no readable export.json in {folder}: {error}") from error
+
+
+def model_fingerprint(location: Path) -> str:
+    """Names, sizes and modification times of the model's files: changes when the weights do, costs no reading."""
+    entries = sorted(
+        (str(path.relative_to(location)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in location.rglob("*")
+        if path.is_file()
+    )
+    return hashlib.sha256(json.dumps([str(location), entries]).encode()).hexdigest()
+
+
+def _export_matches(folder: Path, name: str, fingerprint: str) -> bool:
+    try:
+        info = read_export_info(folder)
+    except EncoderExportError:
+        return False
+    return (info.get("export_version") == EXPORT_VERSION and info.get("model") == name
+            and info.get("model_fingerprint") == fingerprint and (folder / "model.onnx").is_file())
+
+
+def _publish(temporary: Path, folder: Path) -> None:
+    """Rename the checked export into place; a stale folder of the same name is moved aside first."""
+    if folder.exists():
+        stale = folder.parent / f".stale-{folder.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(folder, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.replace(temporary, folder)
+    except OSError:
+        # Another process published the same export meanwhile; theirs is as good as ours.
+        if not _export_matches(folder, read_export_info(temporary)["model"],
+                               read_export_info(temporary)["model_fingerprint"]):
+            raise
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:] or "model"
