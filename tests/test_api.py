@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -507,7 +508,8 @@ def test_concurrent_clients_get_their_own_answers(client, reference):
         assert _without_highlights(data) == expected[query]
 
 
-def test_query_encoder_batches_and_keeps_order():
+@pytest.mark.parametrize("window", [0.0, 0.002])
+def test_query_encoder_batches_and_keeps_order(window):
     batches: list[list[str]] = []
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -516,7 +518,7 @@ def test_query_encoder_batches_and_keeps_order():
         return np.array([[float(t.split("-")[1])] for t in texts], dtype=np.float32)
 
     async def main():
-        encoder = QueryEncoder(encode, batching=True, window=0.002, max_batch=8)
+        encoder = QueryEncoder(encode, batching=True, window=window, max_batch=8)
         await encoder.start()
         try:
             texts = [f"q-{i}" for i in range(40)] + ["q-3", "q-3"]
@@ -558,3 +560,49 @@ def test_one_log_line_per_request_and_a_start_up_line(built, fake_embedder, capl
     assert request_lines[0].startswith("GET /search 200 ") and request_lines[0].endswith("ms")
     assert request_lines[1].startswith("POST /search 422 ")
     assert request_lines[2].startswith("GET /documents/nope 404 ")
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_search_bodies_match_the_published_schema(client, mode):
+    """/search sends JSON it made itself (not through FastAPI's response model): it must still be a SearchOut."""
+    from askcorpus.api import SearchOut
+
+    for query in ("Who leads ISKP?", "Taliban and Pakistan", "zebra crossing", "ÎSKP ünïcode ✓"):
+        response = client.post("/search", json={"query": query, "k": 4, "mode": mode})
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        parsed = SearchOut.model_validate_json(response.content)
+        assert parsed.model_dump(mode="json", exclude_none=False).keys() == response.json().keys()
+        assert client.get("/search", params={"q": query, "k": 4, "mode": mode}).json() == response.json()
+
+
+def test_a_lone_query_goes_on_in_its_encode_thread_and_a_batch_fans_out():
+    threads: dict[str, set[int]] = {"encode": set(), "then": set()}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        threads["encode"].add(threading.get_ident())
+        time.sleep(0.02)  # a busy model: the queries sent together below pile up meanwhile
+        return np.array([[float(t.split("-")[1])] for t in texts], dtype=np.float32)
+
+    def then(vector: np.ndarray) -> tuple[float, int]:
+        return float(vector[0]) * 10, threading.get_ident()
+
+    def fails(vector: np.ndarray) -> None:
+        raise ValueError("search failed")
+
+    async def main():
+        encoder = QueryEncoder(encode, batching=True, max_batch=8)
+        await encoder.start()
+        try:
+            alone = await encoder.run("q-1", then)
+            together = await asyncio.gather(*(encoder.run(f"q-{i}", then) for i in range(2, 8)))
+            with pytest.raises(ValueError, match="search failed"):
+                await encoder.run("q-9", fails)
+            after_failure = await encoder.run("q-3", then)
+        finally:
+            await encoder.stop()
+        return alone, together, after_failure
+
+    alone, together, after_failure = asyncio.run(main())
+    assert alone[0] == 10.0 and alone[1] in threads["encode"]  # same worker thread: no second hop
+    assert [value for value, _ in together] == [float(i) * 10 for i in range(2, 8)]
+    assert after_failure[0] == 30.0  # a failing search does not stop the encoder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from askcorpus.lexical import LexicalIndex, term_spans, terms
 
 
@@ -33,3 +35,24 @@ def test_term_spans_point_at_the_matching_words():
     text = "As of 2022, ISKP is led by Ghafari; leaders lead."
     spans = term_spans(text, set(terms("Who leads ISKP?")))
     assert [text[a:b] for a, b in spans] == ["ISKP", "led", "lead"]
+
+
+def _term_spans_word_by_word(text, wanted):
+    """The plain definition term_spans must agree with: every word, lower-cased, stemmed on its own."""
+    from askcorpus.lexical import _TOKEN, _stem_words, _stopwords
+
+    return [m.span() for m in _TOKEN.finditer(text)
+            if m.group().lower() not in _stopwords() and _stem_words([m.group().lower()])[0] in wanted]
+
+
+@pytest.mark.parametrize("query", ["Who leads ISKP?", "How many fighters does the group have?",
+                                   "Taliban relations with Pakistan", "attacks in Kabul airport 2021"])
+def test_term_spans_agree_with_the_word_by_word_definition_on_the_seeds(seeds_dir, query):
+    wanted = set(terms(query))
+    for path in sorted(seeds_dir.iterdir()):
+        text = path.read_text(encoding="utf-8")
+        assert term_spans(text, wanted) == _term_spans_word_by_word(text, wanted)
+    odd = "ISKP's LEADER led; Leads, leading — İstanbul ǅemal lead_time ıskp"
+    assert term_spans(odd, wanted) == _term_spans_word_by_word(odd, wanted)
+    assert term_spans(odd, wanted) == _term_spans_word_by_word(odd, wanted)  # again, from the cache
+    assert term_spans("", wanted) == []

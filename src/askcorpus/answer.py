@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -43,15 +44,12 @@ def extract_answer(
     seen: set[tuple[str, int]] = set()
     for rank, (result, similarity) in enumerate(zip(candidates, similarities)):
         passage = result.passage
-        for unit in split_units(passage.text):
-            if unit.heading:
-                continue  # a section title names a topic; it does not answer anything
-            start, end = passage.start + unit.start, passage.start + unit.end
+        for unit_start, unit_end, found in _sentences(passage.text):
+            start, end = passage.start + unit_start, passage.start + unit_end
             if (passage.doc_id, start) in seen:
                 continue
             seen.add((passage.doc_id, start))
-            sentence = passage.text[unit.start : unit.end]
-            found = set(terms(sentence))
+            sentence = passage.text[unit_start:unit_end]
             coverage = len(wanted & found) / len(wanted) if wanted else 0.0
             # Earlier passages win ties; a sentence of one or two words is rarely an answer.
             score = TERM_WEIGHT * coverage + (1 - TERM_WEIGHT) * float(similarity) - RANK_PENALTY * rank
@@ -61,3 +59,12 @@ def extract_answer(
                 confidence = float(np.clip(similarity, 0.0, 1.0))
                 best = (score, Answer(sentence, passage.doc_id, start, end, confidence))
     return None if best is None else best[1]
+
+
+@lru_cache(maxsize=4096)
+def _sentences(text: str) -> tuple[tuple[int, int, frozenset[str]], ...]:
+    """A passage's candidate sentences with their terms. Headings are left out: a section title names a topic,
+    it does not answer anything. Cached: the top passages repeat across questions, and splitting and stemming
+    them was most of the answer's cost."""
+    return tuple((unit.start, unit.end, frozenset(terms(text[unit.start : unit.end])))
+                 for unit in split_units(text) if not unit.heading)

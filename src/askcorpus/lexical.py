@@ -70,12 +70,18 @@ def terms(text: str) -> list[str]:
 
 def term_spans(text: str, wanted: set[str]) -> list[tuple[int, int]]:
     """Character spans of the words in `text` whose stem is in `wanted` (for highlighting)."""
-    spans = []
-    for match in _TOKEN.finditer(text):
-        word = match.group().lower()
-        if word not in _stopwords() and _stem_words([word])[0] in wanted:
-            spans.append(match.span())
-    return spans
+    spans, stems = _stemmed_words(text)
+    return [span for span, stem in zip(spans, stems) if stem in wanted]
+
+
+@lru_cache(maxsize=4096)
+def _stemmed_words(text: str) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
+    """Spans and stems of the non-stop words of a text. Cached: results repeat across queries, and stemming
+    ten passages word by word cost a query about 2 ms (a cached passage costs about 5 µs)."""
+    stopwords = _stopwords()
+    matches = [m for m in _TOKEN.finditer(text) if m.group().lower() not in stopwords]
+    stems = _stem_words([m.group().lower() for m in matches]) if matches else []
+    return tuple(m.span() for m in matches), tuple(stems)
 
 
 class LexicalIndex:
