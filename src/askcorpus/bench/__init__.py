@@ -97,11 +97,14 @@ def main(args, settings) -> int:
         needs_model = wanted & {"1", "2", "3", "4", "6", "7"}
         loads: dict = {}
         embedder = reference = searcher = index_dir = None
+        child_env: dict[str, str] = {}
         if needs_model:
             started = time.perf_counter()
             embedder = embedder_for(settings)
             loads["model_load_s"] = time.perf_counter() - started
             loads["encoder"] = embedder.backend
+            # Servers and `ask` processes start from this export, as they would after the first `askcorpus index`.
+            child_env["ASKCORPUS_ENCODER_CACHE"] = str(settings.encoder_cache_dir)
             # The floor is defined on sentence-transformers' own encode, whatever backend serves.
             reference = embedder if embedder.backend == "torch" else None
             if reference is None and embedder.backend != "hashing":
@@ -127,15 +130,16 @@ def main(args, settings) -> int:
             from . import inproc
 
             _log("1. in-process latency...")
-            sections.append(_guard("inproc", "1. In-process query latency", inproc.run, searcher, reference, questions, source,
-                                   quick=quick, log=_log))
+            sections.append(_guard("inproc", "1. In-process query latency", inproc.run, searcher, reference, questions,
+                                   source, quick=quick, log=_log))
         startup: dict = {}
         if "2" in wanted:
             from . import http
 
             _log("2. HTTP latency and throughput...")
             result = _guard("http", "2. HTTP", http.run_http, index_dir, questions,
-                            lambda qs, budget: measure_floors(searcher, reference, qs, budget), quick=quick, work=work, log=_log)
+                            lambda qs, budget: measure_floors(searcher, reference, qs, budget), quick=quick, work=work,
+                            env=child_env, log=_log)
             if isinstance(result, tuple):
                 section, startup = result
             else:
@@ -158,7 +162,7 @@ def main(args, settings) -> int:
             from . import http
 
             _log("6. memory and start-up...")
-            ask = _guard("ask", "6. ask", http.time_ask, index_dir, questions[0])
+            ask = _guard("ask", "6. ask", http.time_ask, index_dir, questions[0], child_env)
             sections.append(http.startup_section(startup, ask if isinstance(ask, dict) else None, loads))
         if "7" in wanted:
             from . import encoder
