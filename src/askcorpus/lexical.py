@@ -76,8 +76,8 @@ def term_spans(text: str, wanted: set[str]) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=4096)
 def _stemmed_words(text: str) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
-    """Spans and stems of the non-stop words of a text. Cached: results repeat across queries, and stemming
-    ten passages word by word cost a query about 2 ms (a cached passage costs about 5 µs)."""
+    """Spans and stems of the non-stop words of a text. Cached: results repeat across queries, and stemming ten
+    results word by word cost each search about 2 ms in the server (0.5 ms with the cache, seeds bench)."""
     stopwords = _stopwords()
     matches = [m for m in _TOKEN.finditer(text) if m.group().lower() not in stopwords]
     stems = _stem_words([m.group().lower() for m in matches]) if matches else []

@@ -181,10 +181,10 @@ def run_http(index: Path, questions: list[str], floor_fn, *, quick: bool, work: 
     if not quick:  # the same server with ONNX Runtime and FAISS held to one thread (see section 7)
         setups.append(("one thread", dict(env or {}) | {"OMP_NUM_THREADS": "1", "ASKCORPUS_ENCODER_THREADS": "1"}))
     startup: dict = {}
-    for label, env in setups:
+    for label, server_env in setups:
         log(f"  server ({label})...")
         results, started, floors_p50 = _serve_and_load(index, questions, queries_file, floor_fn, quick=quick, work=work,
-                                                      extra_env=env, clients=(1, 8, 32), log=log)
+                                                       extra_env=server_env, clients=(1, 8, 32), log=log)
         if not startup:
             startup = started
         else:

@@ -256,8 +256,8 @@ def _publish(temporary: Path, folder: Path) -> None:
         os.replace(temporary, folder)
     except OSError:
         # Another process published the same export meanwhile; theirs is as good as ours.
-        if not _export_matches(folder, read_export_info(temporary)["model"],
-                               read_export_info(temporary)["model_fingerprint"]):
+        ours = read_export_info(temporary)
+        if not _export_matches(folder, ours["model"], ours["model_fingerprint"]):
             raise
 
 
