@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +70,25 @@ def test_a_model_onnx_cannot_run_falls_back_to_pytorch_and_says_why(monkeypatch,
     assert "does not reproduce its vectors" in caplog.text
 
 
+def test_length_groups_cover_every_row_once_longest_first_within_their_limits():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        lengths = [int(x) for x in rng.integers(3, 260, size=int(rng.integers(1, 80)))]
+        max_texts, lanes, budget = int(rng.integers(1, 40)), int(rng.integers(1, 5)), int(rng.integers(64, 2048))
+        groups = onnx_backend.length_groups(lengths, max_texts=max_texts, lanes=lanes, max_padded_tokens=budget)
+        assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
+        flat = [lengths[row] for group in groups for row in group]
+        assert flat == sorted(lengths, reverse=True)
+        share = -(-len(lengths) // lanes)
+        for group in groups:
+            assert len(group) <= min(max_texts, share)
+            assert len(group) == 1 or len(group) * lengths[group[0]] <= budget
+    assert onnx_backend.length_groups([], max_texts=8) == []
+    # Two queries and two lanes: one model call each, side by side; one lane: one call with both.
+    assert onnx_backend.length_groups([12, 20], max_texts=32, lanes=2) == [[1], [0]]
+    assert onnx_backend.length_groups([12, 20], max_texts=32, lanes=1) == [[1, 0]]
+
+
 def test_export_matching_checks_model_fingerprint_and_version(tmp_path):
     folder = tmp_path / "e"
     folder.mkdir()
@@ -110,6 +130,16 @@ def test_concurrent_encodes_give_the_same_vectors(real_embedder, seeds_dir):
         results = list(pool.map(lambda i: real_embedder.encode(texts[i::4]), range(4)))
     for i, vectors in enumerate(results):
         assert np.abs(vectors - expected[i::4]).max() < 1e-6
+
+
+@pytest.mark.slow
+def test_lanes_and_grouping_do_not_change_the_vectors(real_embedder, seeds_dir):
+    texts = seed_passages(seeds_dir, 20) + ["Who leads ISKP?", "Why did the Taliban fight ISKP in Nangarhar?", "a"]
+    one_lane = OnnxEmbedder(real_embedder.name, real_embedder.folder, threads=1)
+    assert one_lane.lanes == 1 and real_embedder.lanes == min(onnx_backend.MAX_LANES, os.cpu_count() or 1)
+    alone = np.vstack([one_lane.encode([text]) for text in texts])  # no padding at all
+    for embedder, batch_size in ((real_embedder, 32), (real_embedder, 3), (one_lane, 32)):
+        assert np.abs(embedder.encode(texts, batch_size=batch_size) - alone).max() < 1e-5
 
 
 @pytest.mark.slow
