@@ -49,6 +49,34 @@ def test_zscore_fusion_weighs_standardised_scores():
     assert [h.passage_id for h in zscore_fusion([dense, [Hit(7, 2.0)]], [0.6, 0.4], limit=2)] == [1, 2]
 
 
+def _zscore_fusion_by_definition(rankings, weights, limit=None):
+    """The fusion written out a passage at a time: what the array version must reproduce to the last bit."""
+    standardised = []
+    for ranking in rankings:
+        scores = np.array([hit.score for hit in ranking], dtype=np.float64)
+        spread = float(scores.std()) if len(scores) > 1 else 0.0
+        mean = float(scores.mean()) if len(scores) else 0.0
+        standardised.append({hit.passage_id: (hit.score - mean) / spread if spread else 0.0 for hit in ranking})
+    candidates = set().union(*standardised)
+    fused = {pid: sum(w * z.get(pid, MISSING_Z) for w, z in zip(weights, standardised)) for pid in candidates}
+    return [Hit(pid, score) for pid, score in sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:limit]]
+
+
+def test_zscore_fusion_equals_its_definition_on_random_rankings():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        rankings = []
+        for scale in (1.0, 20.0):
+            ids = rng.choice(120, size=int(rng.integers(0, 60)), replace=False)
+            # Rounded scores make ties, inside a list and across the fused total.
+            scores = np.sort(np.round(rng.random(len(ids)) * scale, 1))[::-1]
+            rankings.append([Hit(int(i), float(s)) for i, s in zip(ids, scores)])
+        weights = [float(rng.choice([0.5, 0.6, 0.75])), 0.0]
+        weights[1] = 1.0 - weights[0]
+        limit = [None, 1, 10][int(rng.integers(0, 3))]
+        assert zscore_fusion(rankings, weights, limit) == _zscore_fusion_by_definition(rankings, weights, limit)
+
+
 @pytest.mark.parametrize(
     "query,k,mode,message",
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -36,21 +37,32 @@ def zscore_fusion(
     Unlike rank fusion it keeps how far ahead a passage is: a clear dense winner is not pulled level
     with a weak BM25 match that shares one common word with the question.
     """
-    standardised: list[dict[int, float]] = []
-    for ranking in rankings:
-        scores = np.array([hit.score for hit in ranking], dtype=np.float64)
-        spread = float(scores.std()) if len(scores) > 1 else 0.0
-        if spread == 0.0:
-            standardised.append({hit.passage_id: 0.0 for hit in ranking})
-        else:
-            mean = float(scores.mean())
-            standardised.append({hit.passage_id: (hit.score - mean) / spread for hit in ranking})
-    candidates = set().union(*standardised) if standardised else set()
-    fused = {
-        pid: sum(w * z.get(pid, MISSING_Z) for w, z in zip(weights, standardised)) for pid in candidates
-    }
-    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-    return [Hit(pid, score) for pid, score in ordered[:limit]]
+    # Arrays rather than a dict per passage: at fusion depth 50 the dicts cost about half a millisecond of
+    # Python per query, holding the GIL the server's other requests wait for. Same arithmetic in the same
+    # order as the definition (tests check every bit), so the same ranking.
+    columns = [([hit.passage_id for hit in ranking], np.array([hit.score for hit in ranking], dtype=np.float64))
+               for ranking in rankings]
+    candidates = sorted(set().union(*(ids for ids, _ in columns)))
+    if not candidates:
+        return []
+    row = {pid: i for i, pid in enumerate(candidates)}
+    fused = np.zeros(len(candidates), dtype=np.float64)
+    for weight, (ids, scores) in zip(weights, columns):
+        z = np.full(len(candidates), MISSING_Z, dtype=np.float64)
+        z[[row[pid] for pid in ids]] = _standardised(scores)
+        fused += weight * z
+    order = np.argsort(-fused, kind="stable")[:limit]  # candidates ascend, so ties go to the lower id
+    return [Hit(candidates[i], float(fused[i])) for i in order]
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    """(s - mean) / std, or zeros when the scores do not spread; numpy's own mean and std, written out
+    because their Python wrappers cost more than the arithmetic on fifty numbers."""
+    if len(scores) < 2:
+        return np.zeros(len(scores), dtype=np.float64)
+    deviations = scores - scores.sum() / len(scores)
+    spread = math.sqrt((deviations * deviations).sum() / len(scores))
+    return deviations / spread if spread else np.zeros(len(scores), dtype=np.float64)
 
 
 # A query must hold a character Python does not count as white space (str.strip removes exactly those).
