@@ -97,9 +97,10 @@ class FaissIndex(VectorIndex):
                 scores, ids = self.index.search(queries, k)
         else:
             scores, ids = self.index.search(queries, k)
+        # tolist() makes the Python numbers in one call (a numpy scalar per hit cost more than the search).
         return [
-            [Hit(int(i), float(s)) for i, s in zip(id_row, score_row) if i >= 0]
-            for id_row, score_row in zip(ids, scores)
+            [Hit(i, s) for i, s in zip(id_row, score_row) if i >= 0]
+            for id_row, score_row in zip(ids.tolist(), scores.tolist())
         ]
 
     def save(self, directory: Path) -> None:

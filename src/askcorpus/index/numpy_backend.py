@@ -32,7 +32,7 @@ class NumpyIndex(VectorIndex):
         results = []
         for row, candidates in enumerate(top):
             ordered = candidates[np.argsort(-scores[row, candidates], kind="stable")]
-            results.append([Hit(int(i), float(scores[row, i])) for i in ordered])
+            results.append([Hit(i, s) for i, s in zip(ordered.tolist(), scores[row, ordered].tolist())])
         return results
 
     def save(self, directory: Path) -> None:
