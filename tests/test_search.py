@@ -172,6 +172,13 @@ def test_cli_ask_json_builds_a_missing_index_and_prints_one_object(tmp_path, see
     )
     assert bad.returncode == 2 and "query is empty" in bad.stderr and bad.stdout == ""
 
+    # A reader that goes away (`askcorpus ask ... | head`) ends the command quietly, not with a traceback.
+    piped = subprocess.Popen([sys.executable, "-m", "askcorpus.cli", "ask", "Who leads ISKP?", "-k", "10"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    piped.stdout.close()
+    stderr = piped.communicate(timeout=600)[1].decode()
+    assert piped.returncode == 141 and "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
 
 def test_the_schema_pattern_matches_exactly_what_validation_accepts():
     import re

@@ -152,7 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that went away shows up here, in the handler below, not at exit
+        return code
+    except BrokenPipeError:
+        # `askcorpus ask ... | head`: stop quietly with the shell's SIGPIPE status, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except AskcorpusError as error:
         print(f"askcorpus: error: {error}", file=sys.stderr)
         return 2
