@@ -57,16 +57,17 @@ def test_unknown_backend_is_a_config_error():
 
 
 def test_a_model_onnx_cannot_run_falls_back_to_pytorch_and_says_why(monkeypatch, tmp_path, caplog):
-    def refuse(*args, **kwargs):
+    def refuse(torch_model, *args, **kwargs):
+        assert torch_model == "torch model"  # the export is checked against the PyTorch model...
         raise EncoderExportError("the ONNX export of 'x' does not reproduce its vectors")
 
     made = []
-    monkeypatch.setattr(onnx_backend, "load_onnx_embedder", refuse)
+    monkeypatch.setattr(onnx_backend, "export_onnx", refuse)
     monkeypatch.setattr("askcorpus.embed.torch_backend.SentenceTransformerEmbedder",
                         lambda name, device: made.append((name, device)) or "torch model")
     with caplog.at_level(logging.WARNING, logger="askcorpus.embed"):
         assert embed.load_embedder(MODEL, backend="onnx", cache=tmp_path) == "torch model"
-    assert made == [(MODEL, "cpu")]
+    assert made == [(MODEL, "cpu")]  # ...which is loaded once, for the export and the fallback
     assert "does not reproduce its vectors" in caplog.text
 
 

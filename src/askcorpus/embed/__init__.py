@@ -44,17 +44,25 @@ def load_embedder(name: str, device: str = "cpu", *, backend: str = "torch", cac
         raise ConfigError(f"encoder backend {backend!r}: use 'onnx' or 'torch'")
     from .torch_backend import SentenceTransformerEmbedder
 
+    loaded: list[SentenceTransformerEmbedder] = []
+
+    def torch_model() -> SentenceTransformerEmbedder:
+        # Loaded at most once: an export that fails has already loaded it, and the fallback reuses it.
+        if not loaded:
+            log.info("loading embedding model %s (PyTorch)", name)
+            loaded.append(SentenceTransformerEmbedder(name, device=device))
+        return loaded[0]
+
     if backend == "onnx" and device == "cpu":
         if cache is None:
             raise ConfigError("the ONNX encoder needs a cache folder for its export (ASKCORPUS_ENCODER_CACHE)")
         from .onnx_backend import load_onnx_embedder
 
         try:
-            return load_onnx_embedder(name, Path(cache), threads)
+            return load_onnx_embedder(name, Path(cache), threads, load_torch=torch_model)
         except EncoderExportError as error:
             log.warning("running %s on PyTorch: %s", name, error)
-    log.info("loading embedding model %s (PyTorch)", name)
-    return SentenceTransformerEmbedder(name, device=device)
+    return torch_model()
 
 
 def embedder_for(settings: "Settings") -> Embedder:
