@@ -124,6 +124,12 @@ class _Search(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def do_GET(self):  # noqa: N802
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
     def log_message(self, *args):
         pass
 
@@ -149,6 +155,15 @@ def test_load_generator_is_bounded_by_requests(tiny_server):
 def test_load_generator_is_bounded_by_time(tiny_server):
     result = run_load(tiny_server, ["a"], concurrency=2, requests=100_000, duration=0.3)
     assert 0 < result["ok"] < 100_000 and result["elapsed_s"] < 5
+
+
+def test_round_trips_time_each_request_on_one_connection(tiny_server):
+    from askcorpus.bench.http import round_trips
+
+    seconds = round_trips(tiny_server, "/health", count=7)
+    assert len(seconds) == 7 and all(0 < s < 5 for s in seconds)
+    with pytest.raises(RuntimeError, match="404"):
+        round_trips(tiny_server, "/nowhere", count=2)
 
 
 def test_load_generator_only_targets_loopback():

