@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import math
 import threading
 from argparse import Namespace
@@ -164,6 +165,47 @@ def test_round_trips_time_each_request_on_one_connection(tiny_server):
     assert len(seconds) == 7 and all(0 < s < 5 for s in seconds)
     with pytest.raises(RuntimeError, match="404"):
         round_trips(tiny_server, "/nowhere", count=2)
+
+
+def test_load_connection_keeps_alive_and_reads_each_answer_whole(tiny_server):
+    from urllib.parse import urlsplit
+
+    from askcorpus.bench.load import Connection
+
+    parts = urlsplit(tiny_server)
+    connection = Connection(parts.hostname, parts.port, timeout=5)
+    first = connection.post("/search", json.dumps({"query": "a" * 70_000}).encode())  # answer > one recv
+    sock = connection.sock
+    second = connection.post("/search", json.dumps({"query": "bad"}).encode())
+    assert first[0] == 200 and json.loads(first[1])["query"] == "a" * 70_000
+    assert second[0] == 422 and json.loads(second[1])["query"] == "bad"
+    assert connection.sock is sock and connection.buffer == b""
+    connection.close()
+
+
+def test_load_connection_refuses_what_it_cannot_read():
+    from askcorpus.bench.load import Connection, HTTPError
+
+    answers = iter([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"garbage\r\n\r\n", b""])
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer():
+            for reply in answers:
+                peer, _ = server.accept()
+                with peer:
+                    peer.recv(65536)
+                    peer.sendall(reply)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        for message in ("without Content-Length", "not an HTTP status line", "closed the connection"):
+            connection = Connection("127.0.0.1", server.getsockname()[1], timeout=5)
+            with pytest.raises(HTTPError, match=message):
+                connection.post("/search", b"{}")
+            connection.close()
+        thread.join(5)
 
 
 def test_load_generator_only_targets_loopback():
