@@ -209,7 +209,10 @@ def _cl100k():
 
 def count_llm_tokens(texts: Sequence[str]) -> list[int]:
     """Tokens in cl100k_base, the encoding LLM context budgets are usually counted in."""
-    return [len(ids) for ids in _cl100k().encode_ordinary_batch(list(texts))]
+    # One text at a time: encode_ordinary_batch starts a pool of 8 threads per call, which for a document's
+    # few passages cost three times the counting itself (1.55 vs 0.47 ms for three passages).
+    encoding = _cl100k()
+    return [len(encoding.encode_ordinary(text)) for text in texts]
 
 
 def chunk_text(

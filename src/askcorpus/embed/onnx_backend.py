@@ -90,7 +90,8 @@ class OnnxEmbedder(Embedder):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+        # The fast variant skips the offsets a count does not need (a fifth quicker, same ids).
+        return [len(e.ids) for e in self._counter.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         # sentence-transformers strips each text before tokenizing; do the same so the vectors agree.
