@@ -196,7 +196,7 @@ def run_http(index: Path, questions: list[str], floor_fn, *, quick: bool, work: 
                       ["server", "clients", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"])
     why_not = server_available()
     if why_not:
-        section.skipped = why_not + "; run the bench again once api.py has landed"
+        section.skipped = why_not + "; run the bench again once askcorpus.api has landed"
         return section, {}
     queries_file = work / "questions.json"
     queries_file.write_text(json.dumps(questions), encoding="utf-8")

@@ -1,0 +1,19 @@
+"""The web service: FastAPI over the same `Searcher.search` the CLI uses, a page for people, hot index reload.
+
+Nothing happens at import time. `create_app(settings)` returns an app whose lifespan loads the model and the
+index once (building the index first if there is none); `serve(settings)` runs it under uvicorn.
+
+- app: the endpoints, the page, `create_app` and `serve`
+- models: request and response models (the OpenAPI schema) and the JSON they are written in
+- holder: the index being served, swapped as one reference, and the model behind a lock
+- batching: query encoding off the event loop, concurrent queries sharing one model call
+- middleware: the access log line and the request body limit
+- validation: validation errors as one readable sentence
+"""
+
+from .app import create_app, log_config, serve
+from .batching import QueryEncoder
+from .holder import IndexHolder
+from .models import SearchOut
+
+__all__ = ["IndexHolder", "QueryEncoder", "SearchOut", "create_app", "log_config", "serve"]

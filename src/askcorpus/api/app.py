@@ -1,0 +1,339 @@
+"""The app: its endpoints over the same `Searcher.search` the CLI uses, the page, and `serve`."""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of which name
+# objects local to create_app (the per-app request model and query limit).
+import asyncio
+import hmac
+import logging
+import logging.config
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Union
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__, store
+from ..config import Settings
+from ..embed import Embedder
+from ..errors import AskcorpusError, QueryError
+from ..lexical import term_spans, terms
+from ..search import NOT_ONLY_WHITESPACE, Searcher, validate_query
+from .batching import QueryEncoder
+from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
+from .middleware import AccessLogMiddleware, BodyLimitMiddleware
+from .models import (DocumentList, DocumentText, ErrorOut, HealthOut, ModeName, PassageContext, ReindexOut,
+                     SafeJSONResponse, SearchOut, search_request_model)
+from .validation import describe_errors, error_items
+
+log = logging.getLogger("askcorpus.api")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+# Characters of context on each side of a passage for GET /documents/{id}?start=&end= (default and limit).
+DEFAULT_CONTEXT_CHARS = 300
+MAX_CONTEXT_CHARS = 5000
+
+
+def _highlighted(response_dict: dict, query: str) -> dict:
+    wanted = set(terms(query))
+    for result in response_dict["results"]:
+        result["highlights"] = [list(span) for span in term_spans(result["text"], wanted)] if wanted else []
+    return response_dict
+
+
+def _run_search(searcher: Searcher, query: str, k: int, mode: str, vector: np.ndarray) -> bytes:
+    """The search response as JSON bytes, made in a worker thread (FastAPI's own validation and encoding of
+    a dict on the event loop cost more than the search; the dict is checked against SearchOut by the tests)."""
+    response = searcher.search(query, k, mode, query_vector=vector)
+    return SafeJSONResponse(_highlighted(response.to_dict(), response.query)).body
+
+
+def _document_info(index: store.LoadedIndex) -> list[dict]:
+    return [
+        {
+            "doc_id": d["doc_id"],
+            "title": d["title"],
+            "characters": d["chars"],
+            "passages": d["passage_count"],
+            "pages": d.get("pages"),
+            "sha256": d["sha256"],
+        }
+        for d in index.manifest["documents"]
+    ]
+
+
+ERRORS = {"model": ErrorOut}
+
+
+def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher: Searcher | None = None,
+               batching: bool = True) -> FastAPI:
+    """The askcorpus web app. The model and index load in the lifespan (or come in ready as `searcher`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        holder = await asyncio.to_thread(open_holder, settings, embedder, searcher)
+        encoder = QueryEncoder(lambda texts: holder.searcher.encode_queries(texts), batching=batching)
+        await encoder.start()
+        app.state.holder = holder
+        app.state.encoder = encoder
+        watcher = asyncio.create_task(holder.watch(), name="askcorpus-index-watcher") \
+            if settings.reload_interval > 0 else None
+        index = holder.searcher.index
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        log.info("askcorpus %s serving index %s (build %s, built %s: %d documents, %d passages) with model %s "
+                 "(%s) at http://%s:%d/", __version__, settings.index, index.path.name, index.built_at,
+                 len(index.documents), len(index.passages), holder.embedder.name, holder.embedder.backend, host,
+                 settings.port)
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                try:
+                    await watcher
+                except (asyncio.CancelledError, Exception):
+                    pass
+            await encoder.stop()
+
+    app = FastAPI(
+        title="askcorpus",
+        version=__version__,
+        description="Ask questions over a folder of documents: ranked passages with exact citations "
+                    "(document.text[start:end]) and an extractive answer.",
+        lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+    )
+    SearchRequest = search_request_model(settings.max_query_chars)
+    max_chars = settings.max_query_chars
+
+    # async on purpose: FastAPI runs a plain-def dependency in a worker thread, two thread hops per search.
+    async def get_holder(request: Request) -> IndexHolder:
+        return request.app.state.holder
+
+    async def get_encoder(request: Request) -> QueryEncoder:
+        return request.app.state.encoder
+
+    async def search(query: str, k: int, mode: str, holder: IndexHolder, encoder: QueryEncoder) -> Response:
+        try:
+            text = validate_query(query, k, mode, settings)
+        except QueryError as error:
+            raise HTTPException(422, str(error)) from None
+        searcher_now = holder.searcher  # this request keeps this index even if a swap happens meanwhile
+        body = await encoder.run(text, partial(_run_search, searcher_now, text, k, mode))
+        return Response(body, media_type="application/json")
+
+    search_errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable"},
+                     413: {**ERRORS, "description": f"body larger than {settings.max_body_bytes} bytes"}}
+
+    @app.post("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
+              summary="Ranked passages with citations and an extractive answer")
+    async def post_search(body: SearchRequest, holder: IndexHolder = Depends(get_holder),  # type: ignore[valid-type]
+                          encoder: QueryEncoder = Depends(get_encoder)) -> Response:
+        return await search(body.query, body.k, body.mode, holder, encoder)
+
+    @app.get("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
+             summary="Same as POST /search, for links and curl")
+    async def get_search(
+        q: Annotated[str, Query(min_length=1, max_length=max_chars, pattern=NOT_ONLY_WHITESPACE,
+                                description=f"the question: 1 to {max_chars} characters")],
+        k: Annotated[int, Query(ge=1, le=100, description="passages to return")] = 10,
+        mode: Annotated[ModeName, Query(description="hybrid, dense or bm25")] = "hybrid",
+        holder: IndexHolder = Depends(get_holder),
+        encoder: QueryEncoder = Depends(get_encoder),
+    ) -> Response:
+        return await search(q, k, mode, holder, encoder)
+
+    @app.get("/documents", response_model=DocumentList, tags=["documents"], summary="The indexed documents")
+    async def list_documents(holder: IndexHolder = Depends(get_holder)) -> dict:
+        documents = _document_info(holder.searcher.index)
+        return {"count": len(documents), "documents": documents}
+
+    @app.get(
+        "/documents/{doc_id:path}",
+        response_model=Union[DocumentText, PassageContext],
+        responses={404: {**ERRORS, "description": "no such document in the index"},
+                   422: {**ERRORS, "description": "start/end outside the document"}},
+        tags=["documents"],
+        summary="A document's text, or with start/end the passage text[start:end] with context around it",
+    )
+    async def get_document(
+        doc_id: str,
+        start: Annotated[int | None, Query(ge=0, description="passage start offset")] = None,
+        end: Annotated[int | None, Query(ge=0, description="passage end offset")] = None,
+        context: Annotated[int, Query(ge=0, le=MAX_CONTEXT_CHARS, description="characters of context each side")]
+        = DEFAULT_CONTEXT_CHARS,
+        holder: IndexHolder = Depends(get_holder),
+    ) -> dict:
+        index = holder.searcher.index
+        # doc_id is only ever a key into the loaded index: no file is opened, whatever it contains.
+        document = index.documents.get(doc_id)
+        if document is None:
+            raise HTTPException(404, f"no document {doc_id!r} in the index; GET /documents lists them")
+        info = next(d for d in _document_info(index) if d["doc_id"] == doc_id)
+        if start is None and end is None:
+            return {**info, "text": document.text}
+        length = len(document.text)
+        start = 0 if start is None else start
+        end = length if end is None else end
+        if not 0 <= start <= end <= length:
+            raise HTTPException(
+                422, f"start and end must satisfy 0 <= start <= end <= {length} (the document's length), "
+                     f"got start={start}, end={end}")
+        before_start = max(0, start - context)
+        after_end = min(length, end + context)
+        return {
+            "doc_id": doc_id,
+            "title": document.title,
+            "characters": length,
+            "start": start,
+            "end": end,
+            "text": document.text[start:end],
+            "before": document.text[before_start:start],
+            "after": document.text[end:after_end],
+            "context_start": before_start,
+            "context_end": after_end,
+        }
+
+    @app.get("/health", response_model=HealthOut, tags=["service"], summary="Is the index loaded, and which")
+    async def health(holder: IndexHolder = Depends(get_holder), encoder: QueryEncoder = Depends(get_encoder)) -> dict:
+        index = holder.searcher.index
+        return {
+            "status": "ok",
+            "index_loaded": True,
+            "index": str(settings.index),
+            "build": index.path.name,
+            "built_at": index.built_at,
+            "loaded_at": holder.loaded_at,
+            "documents": len(index.documents),
+            "passages": len(index.passages),
+            "model": index.model_name,
+            "encoder": holder.embedder.backend,
+            "reload_interval": settings.reload_interval,
+            "reloads": holder.reloads,
+            "last_reload_error": holder.last_error,
+            "batching": encoder.batching,
+        }
+
+    bearer = HTTPBearer(auto_error=False, description="the value of ASKCORPUS_ADMIN_TOKEN")
+
+    @app.post(
+        "/admin/reindex",
+        response_model=ReindexOut,
+        responses={
+            401: {**ERRORS, "description": "no token sent"},
+            403: {**ERRORS, "description": "wrong token, or reindexing disabled (no ASKCORPUS_ADMIN_TOKEN set)"},
+            409: {**ERRORS, "description": "the build failed (e.g. empty corpus, another build holds the lock)"},
+            413: {**ERRORS, "description": "body too large"},
+        },
+        tags=["service"],
+        summary="Rebuild the index from the corpus and serve the new one (needs the admin token)",
+    )
+    async def reindex(
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+        holder: IndexHolder = Depends(get_holder),
+    ) -> dict:
+        token = settings.admin_token
+        if not token:
+            raise HTTPException(403, "reindexing from the web is disabled: start the server with "
+                                     "ASKCORPUS_ADMIN_TOKEN set to enable it")
+        if credentials is None:
+            raise HTTPException(401, "send the admin token as 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), token.encode("utf-8")):
+            raise HTTPException(403, "wrong admin token")
+        try:
+            report, swapped = await holder.reindex()
+        except AskcorpusError as error:
+            log.error("reindex failed: %s", error)
+            raise HTTPException(409, f"reindex failed: {error}") from None
+        log.info("reindex: %s", report.summary().replace("\n", "; "))
+        return {
+            "build": report.index_path.name if report.index_path else holder.searcher.index.path.name,
+            "documents": report.documents,
+            "passages": report.passages,
+            "embedded_passages": report.embedded_passages,
+            "added": report.added,
+            "changed": report.changed,
+            "removed": report.removed,
+            "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped],
+            "full_rebuild_reason": report.full_rebuild_reason,
+            "seconds": round(report.seconds, 3),
+            "swapped": swapped,
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                                     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = error.errors()
+        return SafeJSONResponse({"detail": describe_errors(errors, settings), "errors": error_items(errors)},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            # Starlette names only the first route's methods; /search has a GET and a POST route.
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return SafeJSONResponse({"detail": str(error.detail)}, status_code=error.status_code, headers=headers or None)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return SafeJSONResponse({"detail": f"internal error ({type(error).__name__}); see the server log"},
+                            status_code=500)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)  # outermost: logs every request, 413s included
+    return app
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= set(route_methods)
+    return methods
+
+
+def log_config() -> dict:
+    """uvicorn's logging set-up, plus askcorpus's own loggers at INFO on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in LOGGING_CONFIG.items()}
+    config["loggers"] = dict(config["loggers"])
+    config["loggers"]["askcorpus"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def serve(settings: Settings) -> int:
+    """Run the service in the foreground until interrupted: `askcorpus serve`."""
+    import uvicorn
+
+    from ..embed import embedder_for
+    from ..engine import open_searcher
+
+    config = log_config()
+    logging.config.dictConfig(config)
+    # Load (or build) before binding, so a missing model or a damaged index fails with the CLI's clear message.
+    embedder = SerializedEmbedder(embedder_for(settings))
+    searcher = open_searcher(settings, embedder, build_if_missing=True, on_build=partial(log_build, settings))
+    app = create_app(settings, embedder, searcher=searcher)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=config, access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0

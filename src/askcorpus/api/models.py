@@ -1,0 +1,162 @@
+"""The service's request and response models (the OpenAPI schema is generated from these), and its JSON."""
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from ..search import NOT_ONLY_WHITESPACE
+
+ModeName = Literal["hybrid", "dense", "bm25"]
+
+
+class ErrorItem(BaseModel):
+    loc: list[Union[str, int]]
+    msg: str
+    type: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx answer: `detail` says what is wrong; validation errors also list each problem."""
+
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+class AnswerOut(BaseModel):
+    text: str = Field(description="the answer sentence, exactly document.text[start:end]")
+    doc_id: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    score: float = Field(description="confidence in [0, 1]: cosine similarity of question and passage")
+
+
+class ResultOut(BaseModel):
+    rank: int = Field(ge=1)
+    doc_id: str
+    start: int = Field(ge=0, description="character offset of the passage in the document's text")
+    end: int = Field(ge=0)
+    text: str = Field(description="the passage, exactly document.text[start:end]")
+    score: float = Field(description="fused (hybrid), cosine (dense) or BM25 score; higher is better")
+    tokens: int = Field(ge=0, description="cl100k_base tokens of the passage")
+    page: int | None = Field(None, description="1-based PDF page of the passage start, null for other formats")
+    passage_id: int = Field(ge=0)
+    highlights: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="character spans [start, end) within `text` of words matching the query's terms",
+    )
+
+
+class SearchOut(BaseModel):
+    """The same object as `askcorpus ask --json`, plus `highlights` on each result."""
+
+    query: str
+    mode: ModeName
+    answer: AnswerOut | None
+    results: list[ResultOut]
+
+
+class DocumentInfo(BaseModel):
+    doc_id: str
+    title: str
+    characters: int = Field(ge=0)
+    passages: int = Field(ge=0)
+    pages: int | None = None
+    sha256: str
+
+
+class DocumentList(BaseModel):
+    count: int = Field(ge=0)
+    documents: list[DocumentInfo]
+
+
+class DocumentText(DocumentInfo):
+    text: str = Field(description="the document's extracted text: every citation's offsets index into it")
+
+
+class PassageContext(BaseModel):
+    doc_id: str
+    title: str
+    characters: int = Field(ge=0)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    text: str = Field(description="document.text[start:end]")
+    before: str = Field(description="up to `context` characters preceding start")
+    after: str = Field(description="up to `context` characters following end")
+    context_start: int = Field(ge=0, description="offset where `before` starts")
+    context_end: int = Field(ge=0, description="offset where `after` ends")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    index_loaded: bool
+    index: str = Field(description="index folder")
+    build: str = Field(description="name of the build being served")
+    built_at: str
+    loaded_at: str
+    documents: int = Field(ge=0)
+    passages: int = Field(ge=0)
+    model: str
+    encoder: str = Field(description="what runs the model for queries: onnx, torch or hashing")
+    reload_interval: float = Field(description="seconds between checks for a new build; 0 = no automatic reload")
+    reloads: int = Field(ge=0, description="index swaps since start-up")
+    last_reload_error: str | None = Field(None, description="why the newest build could not be loaded, if so")
+    batching: bool
+
+
+class SkippedOut(BaseModel):
+    doc_id: str
+    reason: str
+
+
+class ReindexOut(BaseModel):
+    build: str
+    documents: int
+    passages: int
+    embedded_passages: int
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    skipped: list[SkippedOut]
+    full_rebuild_reason: str | None = Field(None, description="why every document was embedded again, if so")
+    seconds: float
+    swapped: bool
+
+
+def _integral(value: Any) -> Any:
+    """JSON numbers like 10.0 are integers (as JSON Schema says); 10.5, "10" and true stay wrong types."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON as UTF-8; falls back to ASCII escapes if some text cannot be encoded (never a 500 for that)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def search_request_model(max_query_chars: int) -> type[BaseModel]:
+    """The POST /search body; built per app so the documented length limit is the configured one."""
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(
+            strict=True,
+            json_schema_extra={"examples": [{"query": "What did the report warn about?", "k": 5, "mode": "hybrid"}]},
+        )
+
+        query: str = Field(
+            min_length=1,
+            max_length=max_query_chars,
+            pattern=NOT_ONLY_WHITESPACE,
+            description=f"the question: 1 to {max_query_chars} characters, not only whitespace",
+        )
+        k: Annotated[int, BeforeValidator(_integral)] = Field(10, ge=1, le=100, description="passages to return")
+        mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
+
+    return SearchRequest
