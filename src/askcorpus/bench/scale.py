@@ -13,8 +13,8 @@ import numpy as np
 
 from ..config import Settings
 from ..index import create_index
-from ..lexical import LexicalIndex, terms
-from .stats import Check, Section, percentile, ratio, timed
+from ..lexical import LexicalIndex
+from .stats import Check, Section, percentile, timed
 from .synth import VectorModel, synthetic_texts, vocabulary_of
 
 KINDS = ("exact", "flat", "hnsw", "ivf")
