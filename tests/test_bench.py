@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import math
+import os
+import socket
+import subprocess
+import sys
 import threading
 from argparse import Namespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -206,6 +209,24 @@ def test_load_connection_refuses_what_it_cannot_read():
                 connection.post("/search", b"{}")
             connection.close()
         thread.join(5)
+
+
+def test_run_measured_reports_each_process_its_own_peak_memory():
+    from askcorpus.bench.http import run_measured
+
+    def child(megabytes: int) -> dict:
+        # It holds its block a moment, as a real command holds its index: the peak is sampled while it runs.
+        code = (f"import sys, time; block = b'x' * ({megabytes} << 20); print(len(block) >> 20); time.sleep(0.3); "
+                "sys.exit(3)")
+        return run_measured([sys.executable, "-c", code], dict(os.environ), timeout=60)
+
+    big, small = child(300), child(60)
+    assert big["returncode"] == small["returncode"] == 3 and big["stdout"].strip() == "300"
+    assert big["peak_rss_mb"] >= 300 and big["wall_s"] > 0
+    # The second child's own peak, not the largest of all children so far.
+    assert 60 <= small["peak_rss_mb"] < 200
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_measured([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), timeout=0.5)
 
 
 def test_load_generator_only_targets_loopback():
