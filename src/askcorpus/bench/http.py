@@ -125,22 +125,24 @@ class Server:
 
 
 def round_trips(url: str, path: str = "/health", count: int = 60) -> list[float]:
-    """Seconds per GET on one keep-alive connection: the fixed cost of any request to this server here."""
-    import http.client
+    """Seconds per GET on one keep-alive connection: the fixed cost of any request to this server here.
+
+    Timed with the load generator's own client, so it compares with the load generator's latencies.
+    """
     from urllib.parse import urlsplit
 
+    from .load import Connection
+
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection = Connection(parts.hostname, parts.port, timeout=30)
     seconds = []
     try:
         for _ in range(count):
             started = time.perf_counter()
-            connection.request("GET", path)
-            response = connection.getresponse()
-            response.read()
+            status, _ = connection.get(path)
             seconds.append(time.perf_counter() - started)
-            if response.status != 200:
-                raise RuntimeError(f"GET {path} answered {response.status}")
+            if status != 200:
+                raise RuntimeError(f"GET {path} answered {status}")
     finally:
         connection.close()
     return seconds

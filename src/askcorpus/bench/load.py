@@ -33,7 +33,7 @@ class HTTPError(Exception):
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads Content-Length answers.
+    """One keep-alive HTTP/1.1 connection that sends GETs or JSON POSTs and reads Content-Length answers.
 
     Written against the socket rather than with http.client, whose header parsing (email.parser) cost ~1 ms
     per request here: the load generator should time the server, not itself.
@@ -51,11 +51,18 @@ class Connection:
         return sock
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return self.request("POST", path, body)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         if self.sock is None:
             self.sock = self._connect()
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode("ascii")
-        self.sock.sendall(head + body)
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.sock.sendall((head + "\r\n").encode("ascii") + (body or b""))
         while b"\r\n\r\n" not in self.buffer:
             self._receive()
         header, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
