@@ -57,17 +57,14 @@ class Floor:
         self.flat.add(vectors)
 
     def __call__(self, query: str, k: int = 10):
-        import faiss
+        from ..index.faiss_backend import one_openmp_thread
 
         vector = self.encode([query])
-        # One OpenMP thread: FAISS's own libgomp at two threads keeps spinning beside the model's threads and
-        # slows the next encode (about +45% at low load, far more on a busy machine), which would flatter the ratio.
-        previous = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
+        # One OpenMP thread, as the served index searches: FAISS's own libgomp at two threads keeps spinning
+        # beside the model's threads and slows the next encode (about +45% at low load, far more on a busy
+        # machine), which would flatter the ratio.
+        with one_openmp_thread():
             return self.flat.search(vector, k)
-        finally:
-            faiss.omp_set_num_threads(previous)
 
 
 def floors(searcher: Searcher, reference) -> dict[str, Floor]:

@@ -22,7 +22,7 @@ FEW_QUERIES = 8
 
 
 @contextmanager
-def _one_openmp_thread() -> Iterator[None]:
+def one_openmp_thread() -> Iterator[None]:
     """FAISS's OpenMP at one thread in this thread for the duration (the setting is per calling thread)."""
     previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -93,7 +93,7 @@ class FaissIndex(VectorIndex):
         if k == 0:
             return [[] for _ in range(len(queries))]
         if len(queries) <= FEW_QUERIES:
-            with _one_openmp_thread():
+            with one_openmp_thread():
                 scores, ids = self.index.search(queries, k)
         else:
             scores, ids = self.index.search(queries, k)
