@@ -64,7 +64,7 @@ def real_embedder(torch_embedder, encoder_cache):
     """The real model as askcorpus runs it by default: its ONNX export, made once per session."""
     from askcorpus.embed.onnx_backend import load_onnx_embedder
 
-    return load_onnx_embedder("all-MiniLM-L6-v2", encoder_cache, torch_embedder=torch_embedder)
+    return load_onnx_embedder("all-MiniLM-L6-v2", encoder_cache, load_torch=lambda: torch_embedder)
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,7 @@ def test_lanes_and_grouping_do_not_change_the_vectors(real_embedder, seeds_dir):
 def test_a_cached_export_is_used_without_pytorch(real_embedder, encoder_cache):
     folder = export_folder(encoder_cache)
     before = (folder / "export.json").stat().st_mtime_ns
-    again = load_onnx_embedder(MODEL, encoder_cache, torch_embedder=NoTorch())
+    again = load_onnx_embedder(MODEL, encoder_cache, load_torch=NoTorch)
     assert again.folder == folder and (folder / "export.json").stat().st_mtime_ns == before
     assert np.array_equal(again.encode(["Who leads ISKP?"]), real_embedder.encode(["Who leads ISKP?"]))
 
@@ -159,7 +159,7 @@ def test_a_damaged_export_is_made_again(real_embedder, torch_embedder, encoder_c
     model_file = export_folder(cache) / "model.onnx"
     model_file.write_bytes(model_file.read_bytes()[:1000])  # as if the disk filled up mid-write
     with caplog.at_level(logging.WARNING, logger="askcorpus.embed"):
-        repaired = load_onnx_embedder(MODEL, cache, torch_embedder=torch_embedder)
+        repaired = load_onnx_embedder(MODEL, cache, load_torch=lambda: torch_embedder)
     assert "cannot be loaded" in caplog.text and "exporting it again" in caplog.text
     assert model_file.stat().st_size > 1_000_000
     assert np.abs(repaired.encode(["Who leads ISKP?"]) - real_embedder.encode(["Who leads ISKP?"])).max() < 1e-6
@@ -169,5 +169,5 @@ def test_a_damaged_export_is_made_again(real_embedder, torch_embedder, encoder_c
 def test_an_export_that_disagrees_with_pytorch_is_refused_and_leaves_nothing(torch_embedder, tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_backend, "MAX_ABS_DIFFERENCE", -1.0)  # no export can pass: as if its vectors were off
     with pytest.raises(EncoderExportError, match="does not reproduce its vectors"):
-        load_onnx_embedder(MODEL, tmp_path / "cache", torch_embedder=torch_embedder)
+        load_onnx_embedder(MODEL, tmp_path / "cache", load_torch=lambda: torch_embedder)
     assert list((tmp_path / "cache").iterdir()) == []  # no half-made folder that a later start could trust

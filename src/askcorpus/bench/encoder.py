@@ -43,7 +43,7 @@ def export(torch_embedder, folder: Path) -> dict:
     from ..embed.onnx_backend import load_onnx_embedder
 
     started = time.perf_counter()
-    fp32 = load_onnx_embedder(MODEL, folder, torch_embedder=torch_embedder).folder
+    fp32 = load_onnx_embedder(MODEL, folder, load_torch=lambda: torch_embedder).folder
     export_s = time.perf_counter() - started
     int8 = folder / INT8_FOLDER
     int8.mkdir(parents=True, exist_ok=True)

@@ -168,11 +168,11 @@ def length_groups(lengths: Sequence[int], *, max_texts: int, lanes: int = 1,
 
 
 def load_onnx_embedder(name: str, cache: Path, threads: int = 0,
-                       torch_embedder: "SentenceTransformerEmbedder | None" = None,
                        load_torch: "Callable[[], SentenceTransformerEmbedder] | None" = None) -> OnnxEmbedder:
     """The ONNX export of `name` from `cache`, exporting it first if missing, stale or damaged.
 
-    Exporting needs the PyTorch model: `torch_embedder` if given, else `load_torch()`, else loaded here.
+    Exporting needs the PyTorch model, which `load_torch()` gives (by default it is loaded from `name`); it is
+    not called when a valid export is cached.
 
     Raises EncoderExportError when the model cannot run on ONNX Runtime; the caller decides to fall back.
     """
@@ -190,12 +190,12 @@ def load_onnx_embedder(name: str, cache: Path, threads: int = 0,
             return OnnxEmbedder(name, folder, threads)
         except Exception as error:  # a truncated or damaged model.onnx: export again rather than fail the start
             log.warning("the ONNX export at %s cannot be loaded (%s); exporting it again", folder, error)
-    if torch_embedder is None and load_torch is not None:
-        torch_embedder = load_torch()
-    elif torch_embedder is None:
+    if load_torch is None:
         from .torch_backend import SentenceTransformerEmbedder
 
         torch_embedder = SentenceTransformerEmbedder(name)
+    else:
+        torch_embedder = load_torch()
     export_onnx(torch_embedder, folder, fingerprint)
     return OnnxEmbedder(name, folder, threads)
 
