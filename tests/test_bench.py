@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from askcorpus.bench import render_text, write_report
-from askcorpus.bench.inproc import load_questions
+from askcorpus.bench.inproc import interleaved, load_questions
 from askcorpus.bench.load import run_load
 from askcorpus.bench.stats import Check, Section, fmt, markdown_table, percentile, summarize, text_table
 from askcorpus.bench.synth import (
@@ -49,6 +49,29 @@ def test_percentile_edges():
 def test_summarize_is_in_milliseconds():
     s = summarize([0.001] * 10 + [0.1])
     assert s["n"] == 11 and s["p50_ms"] == pytest.approx(1.0) and s["p99_ms"] > s["p95_ms"] >= s["p50_ms"]
+
+
+def test_interleaved_times_every_variant_after_every_other_alike():
+    # What runs just before a variant changes its time (a PyTorch encode leaves spinning threads behind),
+    # so no variant may always follow the same one: every ordered pair must occur about equally often.
+    calls: list[str] = []
+    names = ["torch floor", "onnx floor", "dense", "bm25", "hybrid"]
+    variants = {name: (lambda q, name=name: calls.append(name)) for name in names}
+    times = interleaved(variants, [f"q{i}" for i in range(400)], rounds=1, budget=60)
+    assert all(len(times[name]) == 400 for name in names)
+    assert all(sorted(calls[i * 5:(i + 1) * 5]) == sorted(names) for i in range(400))  # each once per question
+    pairs = {(a, b): 0 for a in names for b in names if a != b}
+    for before, after in zip(calls, calls[1:]):
+        if before != after:
+            pairs[(before, after)] += 1
+    expected = sum(pairs.values()) / len(pairs)
+    assert min(pairs.values()) > 0.6 * expected and max(pairs.values()) < 1.4 * expected, pairs
+    calls.clear()
+    interleaved(variants, ["a", "b", "c"], rounds=1, budget=60)
+    first = list(calls)
+    calls.clear()
+    interleaved(variants, ["a", "b", "c"], rounds=1, budget=60)
+    assert calls == first  # seeded: the same order on every run
 
 
 def test_seed_sentences_and_synthetic_corpus_are_deterministic(seeds_dir, tmp_path):
