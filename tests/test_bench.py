@@ -268,6 +268,26 @@ def test_scale_rows_small():
     assert by_kind["exact"]["bytes_per_vector"] == 384 * 4
 
 
+def test_scale_checks_say_where_hnsw_overtakes_exact_search():
+    from askcorpus.bench.scale import _checks
+
+    def row(n, kind, p50, one_thread=None, recall=1.0):
+        return {"n": n, "kind": kind, "p50_ms": p50, "p50_ms_1thread": one_thread, "recall_at_10": recall}
+
+    section = Section("scale", "5", [])
+    # At 20k flat is slower than HNSW only at its better (one-thread) time: the one a served query gets.
+    rows = [row(10_000, "flat", 0.3, 0.18), row(10_000, "hnsw", 0.24),
+            row(20_000, "flat", 1.2, 0.84), row(20_000, "hnsw", 0.51, recall=0.999)]
+    _checks(section, Settings(approximate_above=20_000), rows)
+    assert section.data["hnsw_faster_from"] == 20_000
+    assert section.data["flat_ms_per_100k"] == pytest.approx(0.84 / 20_000 * 1e5)
+    note = next(n for n in section.notes if n.startswith("exact flat vs HNSW"))
+    assert "10,000 0.18 vs 0.24 ms (1.000)" in note and "HNSW is faster from 20,000" in note
+    section = Section("scale", "5", [])
+    _checks(section, Settings(), [row(10_000, "flat", 0.1), row(10_000, "hnsw", 0.2)])
+    assert section.data["hnsw_faster_from"] is None
+
+
 @pytest.mark.slow
 def test_bench_quick_smoke(tmp_path, monkeypatch, capsys):
     """Sections 1 and 5 of `bench --quick` on small sizes, with a report (no timing asserted)."""

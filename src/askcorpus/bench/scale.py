@@ -196,13 +196,29 @@ def _checks(section: Section, settings: Settings, rows: list[dict]) -> None:
     if flat:
         # Exact search time grows linearly with the passages; fit ms per passage through the largest size.
         n = max(flat)
-        per_passage = min(flat[n]["p50_ms"], flat[n].get("p50_ms_1thread") or math.inf) / n
+        per_passage = _best_p50(flat[n]) / n
         crossover = int(10.0 / per_passage) if per_passage else 0
         section.notes.append(
             f"exact (FAISS flat, best of 1 or 2 threads) query time is about {per_passage * 1e5:.2f} ms per 100k passages, so exact search "
             f"stays under 10 ms up to about {crossover:,} passages (approximate_above is {settings.approximate_above:,})")
         section.data["flat_ms_per_100k"] = per_passage * 1e5
         section.data["flat_10ms_crossover"] = crossover
+    hnsw = {r["n"]: r for r in rows if r["kind"] == "hnsw" and r.get("p50_ms") is not None}
+    both = sorted(set(flat) & set(hnsw))
+    if both:
+        faster = [n for n in both if hnsw[n]["p50_ms"] < _best_p50(flat[n])]
+        section.notes.append(
+            "exact flat vs HNSW p50 (recall@10): " + "; ".join(
+                f"{n:,} {_best_p50(flat[n]):.2f} vs {hnsw[n]['p50_ms']:.2f} ms ({hnsw[n]['recall_at_10']:.3f})"
+                for n in both)
+            + (f"; HNSW is faster from {faster[0]:,}" if faster else "; HNSW is never faster here")
+            + f" (approximate_above is {settings.approximate_above:,})")
+        section.data["hnsw_faster_from"] = faster[0] if faster else None
+
+
+def _best_p50(row: dict) -> float:
+    """An exact search's p50 at its better thread count (a served query searches on one FAISS thread)."""
+    return min(row["p50_ms"], row.get("p50_ms_1thread") or math.inf)
 
 
 def main(argv: list[str] | None = None) -> int:
