@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from askcorpus.bench import render_text, write_report
-from askcorpus.bench.inproc import interleaved, load_questions
+from askcorpus.bench.inproc import FLOOR_ONNX, FLOOR_TORCH, interleaved, load_questions, measure_floors
 from askcorpus.bench.load import run_load
 from askcorpus.bench.stats import Check, Section, fmt, markdown_table, percentile, summarize, text_table
 from askcorpus.bench.synth import (
@@ -72,6 +72,31 @@ def test_interleaved_times_every_variant_after_every_other_alike():
     calls.clear()
     interleaved(variants, ["a", "b", "c"], rounds=1, budget=60)
     assert calls == first  # seeded: the same order on every run
+
+
+def test_http_floors_are_timed_in_blocks_with_the_serving_floor_next_to_the_http_run():
+    # A PyTorch encode right before an ONNX one evicts the ONNX model from the caches (2.59 -> 4.42 ms here):
+    # the serving floor must neither follow it nor be mixed with it.
+    from types import SimpleNamespace
+
+    calls: list[str] = []
+
+    def encoder(name):
+        def encode(texts):
+            calls.append(name)
+            return np.ones((len(texts), 4), dtype=np.float32) / 2
+        return encode
+
+    searcher = SimpleNamespace(index=SimpleNamespace(vectors=np.eye(4, dtype=np.float32)),
+                               embedder=SimpleNamespace(backend="onnx", encode=encoder("onnx")))
+    reference = SimpleNamespace(model=SimpleNamespace(encode=lambda texts, **_: encoder("torch")(texts)))
+    questions = [f"q{i}" for i in range(20)]
+    before = measure_floors(searcher, reference, questions, budget=30, serving_last=True)
+    assert calls == ["torch"] * 20 + ["onnx"] * 20
+    assert len(before[FLOOR_ONNX]) == len(before[FLOOR_TORCH]) == 20
+    calls.clear()
+    measure_floors(searcher, reference, questions, budget=30, serving_last=False)
+    assert calls == ["onnx"] * 20 + ["torch"] * 20
 
 
 def test_seed_sentences_and_synthetic_corpus_are_deterministic(seeds_dir, tmp_path):

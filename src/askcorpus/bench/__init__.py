@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from .stats import Section, machine_info, render_check, render_section
@@ -139,7 +140,7 @@ def main(args, settings) -> int:
 
             _log("2. HTTP latency and throughput...")
             result = _guard("http", "2. HTTP", http.run_http, index_dir, questions,
-                            lambda qs, budget: measure_floors(searcher, reference, qs, budget), quick=quick, work=work,
+                            partial(measure_floors, searcher, reference), quick=quick, work=work,
                             env=child_env, log=_log)
             if isinstance(result, tuple):
                 section, startup = result

@@ -168,10 +168,10 @@ def _serve_and_load(index: Path, questions: list[str], queries_file: Path, floor
         for question in questions[:5]:  # warm up
             _request(server.url + "/search", {"query": question, "k": 10, "mode": "hybrid"})
         # 1 client latency, with the in-process floors measured right before and after it.
-        floor_before = floor_fn(questions, 6 if quick else 15)
+        floor_before = floor_fn(questions, 6 if quick else 15, serving_last=True)
         one = run_load(server.url, queries_file, concurrency=1, requests=60 if quick else 300,
                        duration=8 if quick else 40)
-        floor_after = floor_fn(questions, 6 if quick else 15)
+        floor_after = floor_fn(questions, 6 if quick else 15, serving_last=False)
         startup["health_round_trip_p50_s"] = percentile(round_trips(server.url), 50)
         results: dict = {1: one}
         for count in clients:
