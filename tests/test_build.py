@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,66 @@ def test_incremental_build_embeds_only_what_changed(fake_settings):
 
     again = build_index(fake_settings, CountingEmbedder())
     assert again.up_to_date and again.embedded_passages == 0 and again.index_path == after.path
+
+
+def _identities(index):
+    return [(p.doc_id, p.start, p.end) for p in index.passages]
+
+
+def test_adding_documents_extends_the_previous_hnsw_graph(fake_settings):
+    settings = fake_settings.model_copy(update={"index_kind": "hnsw"})
+    first = build_index(settings, CountingEmbedder())
+    assert first.extended_vectors == 0
+    before = store.load(settings.index)
+    # Names that sort first and last: either way the new passages follow the previous ones.
+    (settings.corpus / "000_aaa.md").write_text("Early notes on Kunar province.\n\nA second paragraph.",
+                                                encoding="utf-8")
+    (settings.corpus / "zzz.md").write_text("Late notes on Nangarhar province.", encoding="utf-8")
+    report = build_index(settings, CountingEmbedder())
+    assert report.added == ["000_aaa.md", "zzz.md"] and report.extended_vectors == len(before.passages)
+    assert "graph extended" in report.summary()
+    after = store.load(settings.index)
+    assert _identities(after)[: len(before.passages)] == _identities(before)
+    assert [d["doc_id"] for d in after.manifest["documents"]][-2:] == ["000_aaa.md", "zzz.md"]
+    assert len(after.dense) == len(after.passages) == after.vectors.shape[0]
+    # Every stored vector finds its own passage first: the graph's ids are the passage rows, old and new.
+    hits = after.dense.search(np.asarray(after.vectors), 1)
+    assert [h[0].passage_id for h in hits] == list(range(len(after.passages)))
+    # The same corpus built from nothing ranks the same passages for a question.
+    shutil.rmtree(settings.index)
+    fresh = build_index(settings, CountingEmbedder())
+    assert fresh.extended_vectors == 0
+    rebuilt = store.load(settings.index)
+    query = CountingEmbedder().encode(["Kunar province notes"])
+    top = lambda index: [_identities(index)[h.passage_id] for h in index.dense.search(query, 5)[0]]
+    assert top(after) == top(rebuilt)
+
+
+@pytest.mark.parametrize("edit", ["change", "remove"])
+def test_changing_or_removing_a_document_builds_the_hnsw_graph_again(fake_settings, edit):
+    settings = fake_settings.model_copy(update={"index_kind": "hnsw"})
+    build_index(settings, CountingEmbedder())
+    target = settings.corpus / "001_6ed2f81b91fb4ea5.txt"
+    if edit == "change":
+        target.write_text(target.read_text(encoding="utf-8") + "\n\nOne more paragraph.", encoding="utf-8")
+    else:
+        target.unlink()
+    report = build_index(settings, CountingEmbedder())
+    assert report.extended_vectors == 0
+    after = store.load(settings.index)
+    hits = after.dense.search(np.asarray(after.vectors), 1)
+    assert [h[0].passage_id for h in hits] == list(range(len(after.passages)))
+
+
+def test_a_flat_index_is_not_extended_and_other_hnsw_settings_rebuild(fake_settings):
+    build_index(fake_settings, CountingEmbedder())
+    (fake_settings.corpus / "zzz.md").write_text("Late notes on Nangarhar province.", encoding="utf-8")
+    assert build_index(fake_settings, CountingEmbedder()).extended_vectors == 0  # auto: flat at this size
+    settings = fake_settings.model_copy(update={"index_kind": "hnsw", "hnsw_m": 16})
+    build_index(settings, CountingEmbedder())
+    (fake_settings.corpus / "zzz2.md").write_text("More notes on Kunar.", encoding="utf-8")
+    other_m = settings.model_copy(update={"hnsw_m": 32})
+    assert build_index(other_m, CountingEmbedder()).extended_vectors == 0
 
 
 def test_changing_chunking_or_model_rebuilds_everything_and_says_why(fake_settings):

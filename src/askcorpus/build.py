@@ -16,7 +16,7 @@ from .chunk import ChunkParams, chunk_text
 from .config import Settings
 from .embed import Embedder
 from .errors import AskcorpusError, EmptyCorpusError, IngestError
-from .index import choose_kind, create_index
+from .index import VectorIndex, choose_kind, create_index
 from .ingest import Skipped, find_sources, read_document
 from .lexical import LEXICAL_VERSION, LexicalIndex
 from .records import Document, Passage
@@ -42,6 +42,9 @@ class BuildReport:
     embedded_passages: int = 0
     full_rebuild_reason: str | None = None
     index_kind: str = ""
+    # Vectors the previous build's HNSW graph already held and kept (only new rows were added to it); 0 when
+    # the vector index was built from scratch.
+    extended_vectors: int = 0
     up_to_date: bool = False
     seconds: float = 0.0
 
@@ -58,9 +61,10 @@ class BuildReport:
         lines.append(f"{'skipped':<9} {len(self.skipped):>5}")
         for skip in self.skipped:
             lines.append(f"  skipped {skip.doc_id}: {skip.reason}")
+        extended = f" (graph extended: {self.extended_vectors} kept)" if self.extended_vectors else ""
         lines.append(
             f"index: {self.documents} documents, {self.passages} passages ({self.embedded_passages} embedded), "
-            f"{self.index_kind} vectors, {self.seconds:.1f}s -> {self.index_path}"
+            f"{self.index_kind} vectors{extended}, {self.seconds:.1f}s -> {self.index_path}"
         )
         return "\n".join(lines)
 
@@ -140,6 +144,12 @@ def build_index(
             passages = chunk_text(document.doc_id, document.text, params, embedder.count_tokens)
             passages_by_doc[document.doc_id] = passages
             to_embed.extend(passages)
+        # Documents kept as they were stay in the previous build's order and new or changed ones follow, so
+        # a build that only adds documents leaves the previous passages as the first rows (see _extendable).
+        if previous is not None:
+            position = {d["doc_id"]: i for i, d in enumerate(previous.manifest["documents"])}
+            kept = set(report.unchanged)
+            documents.sort(key=lambda d: (0, position[d.doc_id], "") if d.doc_id in kept else (1, 0, d.doc_id))
         current_ids = {d.doc_id for d in documents}
         # Includes documents that were indexed before but now fail to read: they are skipped *and* removed.
         report.removed = sorted(doc_id for doc_id in old_documents if doc_id not in current_ids)
@@ -175,9 +185,14 @@ def build_index(
             blocks.append(reused_vectors.get(document.doc_id, new_rows.get(document.doc_id)))
         vectors = np.vstack([b for b in blocks if b is not None and len(b)]).astype(np.float32, copy=False)
 
-        dense = create_index(kind, embedder.dim, hnsw_m=settings.hnsw_m, hnsw_ef_search=settings.hnsw_ef_search,
-                             ivf_nprobe=settings.ivf_nprobe)
-        dense.add(vectors)
+        dense = _extendable(previous, kind, settings, all_passages)
+        if dense is not None:
+            report.extended_vectors = len(dense)
+            dense.add(vectors[len(dense):])
+        else:
+            dense = create_index(kind, embedder.dim, hnsw_m=settings.hnsw_m,
+                                 hnsw_ef_search=settings.hnsw_ef_search, ivf_nprobe=settings.ivf_nprobe)
+            dense.add(vectors)
         lexical = LexicalIndex.build([p.text for p in all_passages])
         report.documents = len(documents)
         report.passages = len(all_passages)
@@ -203,6 +218,26 @@ def build_index(
         )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _extendable(previous: store.LoadedIndex | None, kind: str, settings: Settings,
+                passages: list[Passage]) -> VectorIndex | None:
+    """The previous build's HNSW graph, to add the new rows to, when its passages are this build's first rows.
+
+    An HNSW graph takes new vectors at the cost of inserting just those (building it again is most of an
+    incremental build past ~20k passages), but cannot drop any: a build that changes or removes a document
+    builds it again. The other kinds are cheap to rebuild (flat, exact) or would keep stale centroids (IVF).
+    """
+    if previous is None or kind != "hnsw":
+        return None
+    info = previous.manifest["index"]
+    count = len(previous.passages)
+    if info["kind"] != "hnsw" or info.get("hnsw_m") != settings.hnsw_m or len(previous.dense) != count:
+        return None
+    # Kept passages are the previous build's own objects, so this compares references, not texts.
+    if len(passages) < count or passages[:count] != previous.passages:
+        return None
+    return previous.dense  # loaded by this build alone: adding to it changes nothing anyone else reads
 
 
 def _embed(

@@ -151,7 +151,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
 
     @app.get("/documents", response_model=DocumentList, tags=["documents"], summary="The indexed documents")
     async def list_documents(holder: IndexHolder = Depends(get_holder)) -> dict:
-        documents = _document_info(holder.searcher.index)
+        # By name: an incremental build keeps its documents in the order they were first indexed.
+        documents = sorted(_document_info(holder.searcher.index), key=lambda d: d["doc_id"])
         return {"count": len(documents), "documents": documents}
 
     @app.get(
