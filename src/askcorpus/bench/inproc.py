@@ -98,9 +98,9 @@ def interleaved(variants: dict[str, Callable[[str], object]], questions: list[st
                 budget: float, seed: int = 0) -> dict[str, list[float]]:
     """Time every variant on every question, in a fresh seeded random order for each question.
 
-    Machine noise then hits all variants alike, and so does what a variant leaves behind for the next one
-    (a PyTorch encode leaves its OpenMP threads spinning for a while). A fixed rotation put the ONNX floor
-    right after the PyTorch floor nearly every time, which slowed the floor and flattered every ratio to it.
+    Machine noise then hits all variants alike, and so does what a variant leaves behind for the next one (the
+    caches full of its own data). A fixed rotation put the ONNX floor right after the PyTorch floor nearly
+    every time, which slowed the floor and flattered every ratio to it.
     """
     rng = random.Random(seed)
     times: dict[str, list[float]] = {name: [] for name in variants}

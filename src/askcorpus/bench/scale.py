@@ -154,7 +154,7 @@ def run(settings: Settings, sizes: tuple[int, ...], sentences: list[str], *, qui
         huge = n >= 1_000_000
         variants = () if quick else (("hnsw", {"hnsw_m": 16, "ef_construction": 40}),) if huge else (
             ("hnsw", {"hnsw_m": 16, "ef_construction": 40}), ("hnsw", {"hnsw_m": 32, "ef_construction": 40}))
-        # IVF at 1M (k-means of 4,000 lists on 1M points) is the slowest build of the run: 149 s on an AVX-512
+        # IVF at 1M (k-means of 4,000 lists on 1M points) is the slowest build of the run: 143-149 s on an AVX-512
         # EPYC, about 30x its 100k time; ASKCORPUS_BENCH_SKIP_IVF_1M=1 leaves it out.
         kinds = KINDS if not huge or not os.environ.get("ASKCORPUS_BENCH_SKIP_IVF_1M") else ("exact", "flat", "hnsw")
         if quick and n > 20_000:
