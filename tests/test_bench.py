@@ -52,7 +52,7 @@ def test_summarize_is_in_milliseconds():
 
 
 def test_interleaved_times_every_variant_after_every_other_alike():
-    # What runs just before a variant changes its time (a PyTorch encode leaves spinning threads behind),
+    # What runs just before a variant changes its time (a PyTorch encode evicts the ONNX model from the caches),
     # so no variant may always follow the same one: every ordered pair must occur about equally often.
     calls: list[str] = []
     names = ["torch floor", "onnx floor", "dense", "bm25", "hybrid"]

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     # Dense index type; "auto" picks exact search up to `approximate_above` passages. Past 20k HNSW answers
     # faster than exact search (bench, section 5: 20k flat 0.84 / HNSW 0.51 ms at recall@10 1.000; 50k 2.60 /
-    # 0.61 ms), and exact search would add over a fifth to the ~4 ms encode of a query (README, Performance).
+    # 0.61 ms), and exact search would add over a fifth to the ~3 ms encode of a query (README, Performance).
     index_kind: IndexKind = "auto"
     approximate_above: int = Field(20_000, ge=1)
     hnsw_m: int = Field(32, ge=4, le=128)
