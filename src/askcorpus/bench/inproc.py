@@ -150,11 +150,11 @@ def run(searcher: Searcher, reference, questions: list[str], source: str, *, qui
     section = Section("inproc", "1. In-process query latency (k=10), seeds index",
                       ["variant", "n", "p50 ms", "p95 ms", "p99 ms", "p50 / serving floor", "p50 / PyTorch floor"])
     floor_variants = floors(searcher, reference)
-    serving = serving_floor(floor_variants)
+    floor_name = serving_floor(floor_variants)
     # Only the serving floor runs among the modes. PyTorch's encode, run just before an ONNX Runtime one, evicts
     # that model from the caches: the ONNX floor took 4.42 ms right after it and 2.59 ms in a block of its own.
-    others = {name: floor for name, floor in floor_variants.items() if name != serving}
-    variants: dict[str, Callable[[str], object]] = {serving: floor_variants[serving]}
+    others = {name: floor for name, floor in floor_variants.items() if name != floor_name}
+    variants: dict[str, Callable[[str], object]] = {floor_name: floor_variants[floor_name]}
     for mode in MODES:
         variants[mode] = lambda q, mode=mode: searcher.search(q, 10, mode)
     # bm25 mode without the answer: the cost of encoding the query only for the answer's confidence.
@@ -165,7 +165,6 @@ def run(searcher: Searcher, reference, questions: list[str], source: str, *, qui
     questions_used = questions[:60] if quick else questions
     times = interleaved(variants, questions_used, rounds=1 if quick else 2, budget=30 if quick else 200)
     times.update(in_blocks(others, questions_used, budget=10 if quick else 60))
-    floor_name = serving
     floor_p50 = percentile(times[floor_name], 50)
     torch_p50 = percentile(times[FLOOR_TORCH], 50)
     section.data = {"questions": source, "n_questions": len(questions_used), "encoder": searcher.embedder.backend,
