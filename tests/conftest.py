@@ -42,7 +42,8 @@ def fake_settings(tmp_path: Path) -> Settings:
     """Settings for a fake-embedder build of a copy of the seeds in tmp_path."""
     corpus = tmp_path / "corpus"
     shutil.copytree(SEEDS, corpus)
-    return Settings(corpus=corpus, index=tmp_path / "index", model="hashing-64")
+    # The term-overlap stand-in reranks, so the rerank path runs in every fast test without the model.
+    return Settings(corpus=corpus, index=tmp_path / "index", model="hashing-64", rerank_model="overlap")
 
 
 @pytest.fixture(scope="session")

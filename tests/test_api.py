@@ -22,6 +22,7 @@ from askcorpus.build import build_index
 from askcorpus.config import Settings
 from askcorpus.embed import HashingEmbedder
 from askcorpus.lexical import terms
+from askcorpus.rerank import reranker_for
 from askcorpus.search import Searcher
 
 TOKEN = "test-admin-token-1234"
@@ -71,7 +72,7 @@ def client(built, fake_embedder):
 @pytest.fixture
 def reference(built, fake_embedder) -> Searcher:
     """The library's own Searcher over the same index: what the CLI would answer."""
-    return Searcher(built, fake_embedder, store.load(built.index))
+    return Searcher(built, fake_embedder, store.load(built.index), reranker_for(built))
 
 
 # ---------------------------------------------------------------------------------------------- search

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from types import SimpleNamespace as NS
 
 import pytest
 
 from askcorpus.cli import main as cli_main
 from askcorpus.config import MODES, Settings
-from askcorpus.evaluate import QAItem, Span, check_qa, evaluate, format_table, load_qa, to_json, write_report
+from askcorpus.evaluate import (QAItem, QuestionRun, Span, check_qa, evaluate, format_table, load_qa, to_json,
+                                write_report)
 from askcorpus.records import Answer, Passage, Result, SearchResponse
 
 from conftest import QA_FILE, SEEDS
@@ -40,7 +42,8 @@ class ScriptedSearcher:
             passages = {p for ranking, _ in script.values() for p in ranking}
             self.index = NS(passages=sorted(passages, key=lambda p: (p.doc_id, p.start)))
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> SearchResponse:
+    def search(self, query: str, k: int | None = None, mode: str | None = None, *,
+               rerank: bool | None = None) -> SearchResponse:
         self.calls.append((query, k, mode))
         ranking, answer = self.script.get((query, mode), ([], None))
         results = tuple(
@@ -187,7 +190,8 @@ def hashing_index(tmp_path_factory):
     from askcorpus.engine import open_searcher
 
     embedder = HashingEmbedder(dim=64)
-    settings = Settings(corpus=SEEDS, index=tmp_path_factory.mktemp("hashing-index"), model="hashing-64")
+    settings = Settings(corpus=SEEDS, index=tmp_path_factory.mktemp("hashing-index"), model="hashing-64",
+                        rerank_model="overlap")
     build_index(settings, embedder)
     searcher = open_searcher(settings, embedder)
     records = _questions_from(searcher.index.documents.values())
@@ -214,6 +218,7 @@ def test_real_searcher_with_hashing_embedder(hashing_index):
 
 def _cli(hashing_index, monkeypatch, *extra: str) -> int:
     monkeypatch.setenv("ASKCORPUS_MODEL", "hashing-64")
+    monkeypatch.setenv("ASKCORPUS_RERANK_MODEL", "overlap")
     return cli_main(["eval", "--qa", str(hashing_index.qa), "--corpus", str(SEEDS),
                      "--index", str(hashing_index.settings.index), *extra])
 
@@ -231,7 +236,8 @@ def test_cli_table_and_report(hashing_index, monkeypatch, capsys, tmp_path):
     assert _cli(hashing_index, monkeypatch, "-k", "5", "--report", str(tmp_path / "report")) == 0
     captured = capsys.readouterr()
     header = next(line for line in captured.out.splitlines() if line.startswith("metric"))
-    assert header.split() == ["metric", *MODES]
+    # By default every mode runs twice: first stage alone, and reranked.
+    assert header.split() == ["metric", *(name for mode in MODES for name in (mode, f"{mode}+rerank"))]
     assert "over the 14 answerable questions" in captured.out
     assert "mean_tokens@5" in captured.out
     assert (tmp_path / "report" / "report.md").exists()
@@ -330,3 +336,38 @@ def test_regression_guard_hybrid_recall_at_5(real_test_split):
         f"hybrid Recall@5 on the test split fell to {metrics['recall@5']:.3f}, "
         f"below the floor {HYBRID_RECALL_AT_5_FLOOR}"
     )
+
+
+def test_cli_without_reranking_runs_the_first_stage_only(hashing_index, monkeypatch, capsys):
+    assert _cli(hashing_index, monkeypatch, "--no-rerank", "--json", "--split", "test") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data["modes"]) == list(MODES) and data["abstention_sweep"] == {}
+
+
+def test_reranked_modes_report_abstention_per_threshold(hashing_index, monkeypatch, capsys):
+    assert _cli(hashing_index, monkeypatch, "--json", "--modes", "hybrid,hybrid+rerank", "--split", "test") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data["abstention_sweep"]) == ["hybrid+rerank"]
+    sweep = data["abstention_sweep"]["hybrid+rerank"]
+    assert [row["threshold"] for row in sweep] == sorted(row["threshold"] for row in sweep)
+    # A higher threshold can only make more questions abstain, answerable or not.
+    for column in ("abstention_accuracy", "false_abstention"):
+        values = [row[column] for row in sweep if row[column] is not None]
+        assert values == sorted(values)
+
+
+def test_abstention_sweep_counts_questions_below_each_threshold():
+    from askcorpus.evaluate.suite import abstention_sweep
+    from askcorpus.rerank import confidence
+
+    def run(item, top):
+        passage = _p("a", 0, 10)
+        results = (Result(1, 1, passage, 1.0, rerank_score=top),) if top is not None else ()
+        return QuestionRun(item, "hybrid+rerank", results, (False,) * len(results), None, None, 1.0)
+
+    # Confidences: answerable 0.88 and 0.27; unanswerable 0.12 and none at all (0).
+    runs = [run(Q1, 2.0), run(Q2, -1.0), run(Q3, -2.0), run(replace(Q3, id="q4"), None)]
+    rows = abstention_sweep(runs, thresholds=(0.1, 0.2, 0.5, 0.9))
+    assert [r["abstention_accuracy"] for r in rows] == [0.5, 1.0, 1.0, 1.0]
+    assert [r["false_abstention"] for r in rows] == [0.0, 0.0, 0.5, 1.0]
+    assert confidence(-1.0) < 0.5 < confidence(2.0) < 0.9

@@ -10,6 +10,7 @@ import numpy as np
 from .chunk import split_units
 from .lexical import terms
 from .records import Answer, Result
+from .rerank import Reranker, confidence
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -59,6 +60,34 @@ def extract_answer(
                 confidence = float(np.clip(similarity, 0.0, 1.0))
                 best = (score, Answer(sentence, passage.doc_id, start, end, confidence))
     return None if best is None else best[1]
+
+
+def extract_answer_reranked(query: str, results: Sequence[Result], reranker: Reranker,
+                            settings: "Settings") -> Answer | None:
+    """The sentence of the top reranked passages that the cross-encoder scores best against the question.
+
+    Confidence is the sigmoid of the top passage's cross-encoder score, so the answer abstains exactly when the
+    best passage the reranker read is unlikely to answer the question (`answer_min_rerank_score`).
+    """
+    if not results or results[0].rerank_score is None:
+        return None
+    certainty = confidence(results[0].rerank_score)
+    if certainty < settings.answer_min_rerank_score:
+        return None
+    spans: list[tuple[str, int, int, str]] = []
+    seen: set[tuple[str, int]] = set()
+    for result in results[: settings.answer_passages]:
+        passage = result.passage
+        for unit_start, unit_end, _ in _sentences(passage.text):
+            start = passage.start + unit_start
+            if (passage.doc_id, start) not in seen:
+                seen.add((passage.doc_id, start))
+                spans.append((passage.doc_id, start, passage.start + unit_end, passage.text[unit_start:unit_end]))
+    if not spans:
+        return None
+    scores = reranker.score(query, [text for *_, text in spans])
+    doc_id, start, end, text = spans[int(np.argmax(scores))]  # the first best: earlier passages win ties
+    return Answer(text, doc_id, start, end, certainty)
 
 
 @lru_cache(maxsize=4096)

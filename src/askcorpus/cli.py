@@ -18,9 +18,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the command line's --corpus/--index/... on top."""
     overrides = {
         name: getattr(args, name, None)
-        for name in ("corpus", "index", "host", "port", "model")
+        for name in ("corpus", "index", "host", "port", "model", "rerank_depth")
     }
+    if getattr(args, "no_rerank", False):
+        overrides["rerank"] = False  # the reranker is then not even loaded
     return Settings().with_overrides(**overrides)
+
+
+def _add_rerank(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-rerank", action="store_true",
+                        help="first stage only: no cross-encoder (default: $ASKCORPUS_RERANK, on)")
+    parser.add_argument("--rerank-depth", type=int, default=None,
+                        help="candidates the cross-encoder reorders (default: $ASKCORPUS_RERANK_DEPTH, 20)")
 
 
 def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -61,7 +70,7 @@ def format_response(response: SearchResponse, color: bool = False) -> str:
     """Human-readable results: the answer, then each passage with its citation, the answer marked."""
     bold, dim, reset = ("\033[1;33m", "\033[2m", "\033[0m") if color else ("", "", "")
     mark_open, mark_close = (bold, reset) if color else ("[[", "]]")
-    lines = [f"Q: {response.query}  ({response.mode})", ""]
+    lines = [f"Q: {response.query}  ({response.mode}{', reranked' if response.reranked else ''})", ""]
     answer = response.answer
     if answer is None:
         lines.append("Answer: none found in the corpus with enough confidence.")
@@ -72,7 +81,9 @@ def format_response(response: SearchResponse, color: bool = False) -> str:
     for result in response.results:
         passage = result.passage
         page = f" p.{result.page}" if result.page else ""
-        lines.append(f"{result.rank:>2}. {result.score:.4f}  {passage.doc_id}{page} [{passage.start}:{passage.end}]"
+        scores = f"{result.score:.4f}" if result.rerank_score is None \
+            else f"{result.rerank_score:+.2f} {dim}(first stage {result.score:.4f}){reset}"
+        lines.append(f"{result.rank:>2}. {scores}  {passage.doc_id}{page} [{passage.start}:{passage.end}]"
                      f"  {dim}{passage.tokens} tokens{reset}")
         text = passage.text
         if answer is not None and answer.doc_id == passage.doc_id and passage.start <= answer.start < passage.end:
@@ -117,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to return (1-100, default 10)")
     ask.add_argument("--mode", choices=MODES, default=None, help="retrieval mode (default hybrid)")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_rerank(ask)
     _add_paths(ask)
     ask.set_defaults(func=cmd_ask)
 
@@ -128,11 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score retrieval against a question-and-answer set")
     evaluate.add_argument("--qa", type=Path, default=Path("evals/qa.jsonl"))
-    evaluate.add_argument("--modes", default=",".join(MODES))
+    evaluate.add_argument("--modes", default=None,
+                          help="comma-separated, e.g. hybrid,hybrid+rerank (default: every mode, each also "
+                               "reranked unless --no-rerank)")
     evaluate.add_argument("--split", default=None, help="only questions of this split (dev or test)")
     evaluate.add_argument("-k", type=int, default=10)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None)
+    _add_rerank(evaluate)
     _add_paths(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -9,6 +9,7 @@ from .build import BuildReport, build_index
 from .config import Settings
 from .embed import Embedder, embedder_for
 from .errors import IndexNotFoundError
+from .rerank import Reranker, reranker_for
 from .search import Searcher
 from . import store
 
@@ -26,8 +27,13 @@ def announce_builds(settings: Settings, stream: TextIO = sys.stderr) -> Callable
 
 
 def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build_if_missing: bool = False,
-                  on_build: Callable[[BuildReport | None], None] | None = None) -> Searcher:
-    """Load the model and the index named by `settings`; build the index first if asked and it is missing."""
+                  on_build: Callable[[BuildReport | None], None] | None = None,
+                  reranker: Reranker | None = None) -> Searcher:
+    """Load the models and the index named by `settings`; build the index first if asked and it is missing.
+
+    The reranker loads first: a missing or damaged reranker file fails before anything is built.
+    """
+    reranker = reranker or reranker_for(settings)
     embedder = embedder or embedder_for(settings)
     try:
         index = load_index_for(settings, embedder)
@@ -40,7 +46,7 @@ def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build
         if on_build is not None:
             on_build(report)
         index = load_index_for(settings, embedder)
-    return Searcher(settings, embedder, index)
+    return Searcher(settings, embedder, index, reranker)
 
 
 def load_index_for(settings: Settings, embedder: Embedder) -> store.LoadedIndex:

@@ -39,3 +39,7 @@ class EmptyCorpusError(AskcorpusError):
 
 class EncoderExportError(AskcorpusError):
     """The model cannot be run by ONNX Runtime (not installed, export failed, or its vectors disagree)."""
+
+
+class RerankerError(AskcorpusError):
+    """The reranker's files are missing, damaged, or not a cross-encoder askcorpus can run."""

@@ -40,7 +40,8 @@ class Hit:
     """One retriever's verdict on a passage; every retriever returns this shape."""
 
     passage_id: int
-    score: float
+    score: float  # the first stage's score (fused, cosine or BM25)
+    rerank_score: float | None = None  # the reranker's, when it read this passage
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ class Result:
     rank: int
     passage_id: int
     passage: Passage
-    score: float
+    score: float  # the first stage's score
     page: int | None = None
+    rerank_score: float | None = None  # the reranker's score; when set, the list is ordered by it
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,16 @@ class SearchResponse:
     mode: str
     answer: Answer | None
     results: tuple[Result, ...] = field(default_factory=tuple)
+    reranked: bool = False
+    # Seconds each stage took inside the search ("encode", "retrieve", "rerank", "answer"); not part of the JSON.
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
         """The JSON shape shared by `askcorpus ask --json` and `POST /search`."""
         return {
             "query": self.query,
             "mode": self.mode,
+            "reranked": self.reranked,
             "answer": None
             if self.answer is None
             else {
@@ -94,6 +100,7 @@ class SearchResponse:
                     "end": r.passage.end,
                     "text": r.passage.text,
                     "score": round(r.score, 6),
+                    "rerank_score": None if r.rerank_score is None else round(r.rerank_score, 6),
                     "tokens": r.passage.tokens,
                     "page": r.page,
                     "passage_id": r.passage_id,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import numpy as np
 
-from .answer import extract_answer
+from .answer import extract_answer, extract_answer_reranked
 from .config import MODES, Settings
 from .embed import Embedder
 from .errors import QueryError
 from .records import Hit, Result, SearchResponse
+from .rerank import Reranker, rerank_hits
 from .store import LoadedIndex
 
 
@@ -87,13 +89,29 @@ def validate_query(query: object, k: object, mode: object, settings: Settings) -
     return stripped
 
 
-class Searcher:
-    """Answers queries against one loaded index with one embedder. Thread-safe: holds no mutable state."""
+def validate_rerank(rerank: object, rerank_depth: object, reranker: Reranker | None) -> None:
+    """QueryError when reranking is asked of a searcher without a reranker, or the depth is out of range."""
+    if rerank is not None and not isinstance(rerank, bool):
+        raise QueryError(f"rerank must be true or false, got {rerank!r}")
+    if rerank and reranker is None:
+        raise QueryError("reranking is off here (ASKCORPUS_RERANK=false): ask without rerank")
+    if rerank_depth is not None and (isinstance(rerank_depth, bool) or not isinstance(rerank_depth, int)
+                                     or not 1 <= rerank_depth <= 100):
+        raise QueryError(f"rerank_depth must be a whole number from 1 to 100, got {rerank_depth!r}")
 
-    def __init__(self, settings: Settings, embedder: Embedder, index: LoadedIndex) -> None:
+
+class Searcher:
+    """Answers queries against one loaded index with one embedder and, when given one, a reranker.
+
+    Thread-safe: holds no mutable state of its own (the reranker's score cache has its own lock).
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder, index: LoadedIndex,
+                 reranker: Reranker | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.index = index
+        self.reranker = reranker
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.embedder.encode(list(queries), batch_size=max(1, len(queries)))
@@ -115,7 +133,8 @@ class Searcher:
     def _result(self, rank: int, hit: Hit) -> Result:
         passage = self.index.passages[hit.passage_id]
         page = self.index.documents[passage.doc_id].page_of(passage.start)
-        return Result(rank=rank, passage_id=hit.passage_id, passage=passage, score=hit.score, page=page)
+        return Result(rank=rank, passage_id=hit.passage_id, passage=passage, score=hit.score, page=page,
+                      rerank_score=hit.rerank_score)
 
     def search(
         self,
@@ -125,19 +144,46 @@ class Searcher:
         *,
         query_vector: np.ndarray | None = None,
         with_answer: bool = True,
+        rerank: bool | None = None,
+        rerank_depth: int | None = None,
     ) -> SearchResponse:
-        """Ranked passages with citations, and the extractive answer (or None when nothing matches well)."""
+        """Ranked passages with citations, and the extractive answer (or None when nothing matches well).
+
+        With reranking (on by default when the searcher has a reranker), the first stage fetches
+        max(k, rerank_depth) candidates, the reranker reorders the top rerank_depth, and the top k are returned;
+        the answer and its confidence then come from the reranker too.
+        """
         k = self.settings.k if k is None else k
         mode = self.settings.mode if mode is None else mode
         query = validate_query(query, k, mode, self.settings)
-        needs_vector = mode != "bm25" or with_answer
-        if needs_vector and query_vector is None:
+        validate_rerank(rerank, rerank_depth, self.reranker)
+        reranking = self.reranker is not None and rerank is not False
+        depth = self.settings.rerank_depth if rerank_depth is None else rerank_depth
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        # The cosine answer needs the query's vector even in bm25 mode; the reranker's answer does not.
+        if (mode != "bm25" or (with_answer and not reranking)) and query_vector is None:
             query_vector = self.encode_queries([query])[0]
-        hits = self.retrieve(query, k, mode, query_vector)
+            clock = _lap(timings, "encode", clock)
+        hits = self.retrieve(query, max(k, depth) if reranking else k, mode, query_vector)
+        clock = _lap(timings, "retrieve", clock)
+        if reranking:
+            hits = rerank_hits(self.reranker, query, hits, self._passage_text, depth)[:k]
+            clock = _lap(timings, "rerank", clock)
         results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits, start=1))
-        answer = (
-            extract_answer(query, query_vector, results, self.index, self.settings)
-            if with_answer
-            else None
-        )
-        return SearchResponse(query=query, mode=mode, answer=answer, results=results)
+        answer = None
+        if with_answer:
+            answer = (extract_answer_reranked(query, results, self.reranker, self.settings) if reranking
+                      else extract_answer(query, query_vector, results, self.index, self.settings))
+            _lap(timings, "answer", clock)
+        return SearchResponse(query=query, mode=mode, answer=answer, results=results, reranked=reranking,
+                              timings=timings)
+
+    def _passage_text(self, passage_id: int) -> str:
+        return self.index.passages[passage_id].text
+
+
+def _lap(timings: dict[str, float], stage: str, since: float) -> float:
+    now = time.perf_counter()
+    timings[stage] = now - since
+    return now

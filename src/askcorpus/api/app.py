@@ -24,7 +24,7 @@ from ..config import Settings
 from ..embed import Embedder
 from ..errors import AskcorpusError, QueryError
 from ..lexical import term_spans, terms
-from ..search import NOT_ONLY_WHITESPACE, Searcher, validate_query
+from ..search import NOT_ONLY_WHITESPACE, Searcher, validate_query, validate_rerank
 from .batching import QueryEncoder
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware
@@ -47,10 +47,10 @@ def _highlighted(response_dict: dict, query: str) -> dict:
     return response_dict
 
 
-def _run_search(searcher: Searcher, query: str, k: int, mode: str, vector: np.ndarray) -> bytes:
+def _run_search(searcher: Searcher, query: str, k: int, mode: str, rerank: bool | None, vector: np.ndarray) -> bytes:
     """The search response as JSON bytes, made in a worker thread (FastAPI's own validation and encoding of
     a dict on the event loop cost more than the search; the dict is checked against SearchOut by the tests)."""
-    response = searcher.search(query, k, mode, query_vector=vector)
+    response = searcher.search(query, k, mode, query_vector=vector, rerank=rerank)
     return SafeJSONResponse(_highlighted(response.to_dict(), response.query)).body
 
 
@@ -119,13 +119,15 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     async def get_encoder(request: Request) -> QueryEncoder:
         return request.app.state.encoder
 
-    async def search(query: str, k: int, mode: str, holder: IndexHolder, encoder: QueryEncoder) -> Response:
+    async def search(query: str, k: int, mode: str, rerank: bool | None, holder: IndexHolder,
+                     encoder: QueryEncoder) -> Response:
+        searcher_now = holder.searcher  # this request keeps this index even if a swap happens meanwhile
         try:
             text = validate_query(query, k, mode, settings)
+            validate_rerank(rerank, None, searcher_now.reranker)
         except QueryError as error:
             raise HTTPException(422, str(error)) from None
-        searcher_now = holder.searcher  # this request keeps this index even if a swap happens meanwhile
-        body = await encoder.run(text, partial(_run_search, searcher_now, text, k, mode))
+        body = await encoder.run(text, partial(_run_search, searcher_now, text, k, mode, rerank))
         return Response(body, media_type="application/json")
 
     search_errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable"},
@@ -135,7 +137,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
               summary="Ranked passages with citations and an extractive answer")
     async def post_search(body: SearchRequest, holder: IndexHolder = Depends(get_holder),  # type: ignore[valid-type]
                           encoder: QueryEncoder = Depends(get_encoder)) -> Response:
-        return await search(body.query, body.k, body.mode, holder, encoder)
+        return await search(body.query, body.k, body.mode, body.rerank, holder, encoder)
 
     @app.get("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
              summary="Same as POST /search, for links and curl")
@@ -144,10 +146,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                                 description=f"the question: 1 to {max_chars} characters")],
         k: Annotated[int, Query(ge=1, le=100, description="passages to return")] = 10,
         mode: Annotated[ModeName, Query(description="hybrid, dense or bm25")] = "hybrid",
+        rerank: Annotated[bool | None, Query(description="reorder with the cross-encoder (default: the server's "
+                                                         "setting)")] = None,
         holder: IndexHolder = Depends(get_holder),
         encoder: QueryEncoder = Depends(get_encoder),
     ) -> Response:
-        return await search(q, k, mode, holder, encoder)
+        return await search(q, k, mode, rerank, holder, encoder)
 
     @app.get("/documents", response_model=DocumentList, tags=["documents"], summary="The indexed documents")
     async def list_documents(holder: IndexHolder = Depends(get_holder)) -> dict:
@@ -215,6 +219,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
             "passages": len(index.passages),
             "model": index.model_name,
             "encoder": holder.embedder.backend,
+            "reranker": None if holder.searcher.reranker is None else holder.searcher.reranker.name,
             "reload_interval": settings.reload_interval,
             "reloads": holder.reloads,
             "last_reload_error": holder.last_error,

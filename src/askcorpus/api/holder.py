@@ -107,7 +107,7 @@ class IndexHolder:
             return False
         if index.path.name == self._searcher.index.path.name:
             return False
-        self.swap(Searcher(self.settings, self.embedder, index))
+        self.swap(Searcher(self.settings, self.embedder, index, self._searcher.reranker))
         return True
 
     def _note_failure(self, build_name: str | None, message: str) -> None:
@@ -151,7 +151,7 @@ def open_holder(settings: Settings, embedder: Embedder | None, searcher: Searche
     locked = base if isinstance(base, SerializedEmbedder) else SerializedEmbedder(base)
     if searcher is None:
         searcher = open_searcher(settings, locked, build_if_missing=True, on_build=partial(log_build, settings))
-    return IndexHolder(settings, locked, Searcher(settings, locked, searcher.index))
+    return IndexHolder(settings, locked, Searcher(settings, locked, searcher.index, searcher.reranker))
 
 
 def log_build(settings: Settings, report: Any = None) -> None:

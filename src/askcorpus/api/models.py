@@ -29,7 +29,8 @@ class AnswerOut(BaseModel):
     doc_id: str
     start: int = Field(ge=0)
     end: int = Field(ge=0)
-    score: float = Field(description="confidence in [0, 1]: cosine similarity of question and passage")
+    score: float = Field(description="confidence in [0, 1]: with reranking the sigmoid of the top passage's "
+                                     "cross-encoder score, without it the cosine similarity of question and passage")
 
 
 class ResultOut(BaseModel):
@@ -38,7 +39,11 @@ class ResultOut(BaseModel):
     start: int = Field(ge=0, description="character offset of the passage in the document's text")
     end: int = Field(ge=0)
     text: str = Field(description="the passage, exactly document.text[start:end]")
-    score: float = Field(description="fused (hybrid), cosine (dense) or BM25 score; higher is better")
+    score: float = Field(description="the first stage's score: fused (hybrid), cosine (dense) or BM25; higher is "
+                                     "better")
+    rerank_score: float | None = Field(
+        None, description="the cross-encoder's score (a logit; higher is better) when it read this passage; the "
+                          "list is ordered by it, and null past the rerank depth or without reranking")
     tokens: int = Field(ge=0, description="cl100k_base tokens of the passage")
     page: int | None = Field(None, description="1-based PDF page of the passage start, null for other formats")
     passage_id: int = Field(ge=0)
@@ -53,6 +58,7 @@ class SearchOut(BaseModel):
 
     query: str
     mode: ModeName
+    reranked: bool = Field(description="whether the cross-encoder reordered the list and chose the answer")
     answer: AnswerOut | None
     results: list[ResultOut]
 
@@ -99,6 +105,7 @@ class HealthOut(BaseModel):
     passages: int = Field(ge=0)
     model: str
     encoder: str = Field(description="what runs the model for queries: onnx, torch or hashing")
+    reranker: str | None = Field(None, description="the cross-encoder reordering results, null when reranking is off")
     reload_interval: float = Field(description="seconds between checks for a new build; 0 = no automatic reload")
     reloads: int = Field(ge=0, description="index swaps since start-up")
     last_reload_error: str | None = Field(None, description="why the newest build could not be loaded, if so")
@@ -147,7 +154,8 @@ def search_request_model(max_query_chars: int) -> type[BaseModel]:
     class SearchRequest(BaseModel):
         model_config = ConfigDict(
             strict=True,
-            json_schema_extra={"examples": [{"query": "What did the report warn about?", "k": 5, "mode": "hybrid"}]},
+            json_schema_extra={"examples": [{"query": "What did the report warn about?", "k": 5, "mode": "hybrid",
+                                              "rerank": True}]},
         )
 
         query: str = Field(
@@ -158,5 +166,7 @@ def search_request_model(max_query_chars: int) -> type[BaseModel]:
         )
         k: Annotated[int, BeforeValidator(_integral)] = Field(10, ge=1, le=100, description="passages to return")
         mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
+        rerank: bool | None = Field(None, description="reorder the candidates with the cross-encoder (default: "
+                                                      "the server's setting, on unless ASKCORPUS_RERANK=false)")
 
     return SearchRequest

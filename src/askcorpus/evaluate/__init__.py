@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import MODES, Settings
+from ..config import Settings
 from ..errors import ConfigError
 from .qa import KINDS, SPLITS, QAFormatError, QAItem, Span, check_qa, is_relevant, load_qa
 from .report import format_table, to_json, write_report
-from .suite import EvalResult, ModeResult, QuestionRun, evaluate, parse_modes
+from .suite import EvalResult, ModeResult, QuestionRun, default_modes, evaluate, parse_modes
 
 __all__ = [
     "KINDS", "SPLITS", "EvalResult", "ModeResult", "QAFormatError", "QAItem", "QuestionRun", "Span",
@@ -29,7 +29,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """`askcorpus eval`: load the set, open (or build) the index, run every mode, print and report."""
     from ..engine import announce_builds, open_searcher
 
-    modes = parse_modes(getattr(args, "modes", None) or ",".join(MODES))
     split = getattr(args, "split", None)
     questions = load_qa(args.qa, split=split)
     if not questions:
@@ -39,6 +38,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         build_if_missing=True,
         on_build=announce_builds(settings),
     )
+    requested = getattr(args, "modes", None)
+    modes = parse_modes(requested) if requested else default_modes(searcher)
     problems = check_qa(questions, searcher.index.documents)
     if problems:
         print(f"warning: {len(problems)} problem(s) with {args.qa} against the index at {settings.index}:",

@@ -18,8 +18,29 @@ RANK_CUTOFF = 10  # MRR@10, nDCG@10
 COVERAGE_CUTOFF = 5  # coverage@5
 
 
+# A mode name with this suffix asks the same first stage with the reranker on ("hybrid+rerank").
+RERANK_SUFFIX = "+rerank"
+# Abstention thresholds on the reranked answer's confidence that the eval reports side by side.
+ABSTENTION_THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
 class SearcherLike(Protocol):
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> SearchResponse: ...
+    def search(self, query: str, k: int | None = None, mode: str | None = None, *,
+               rerank: bool | None = None) -> SearchResponse: ...
+
+
+def split_mode(name: str) -> tuple[str, bool]:
+    """'hybrid+rerank' -> ('hybrid', True); 'dense' -> ('dense', False)."""
+    if name.endswith(RERANK_SUFFIX):
+        return name[: -len(RERANK_SUFFIX)], True
+    return name, False
+
+
+def default_modes(searcher: object) -> list[str]:
+    """Every first-stage mode, and each again with reranking when the searcher has a reranker."""
+    if getattr(searcher, "reranker", None) is None:
+        return list(MODES)
+    return [name for mode in MODES for name in (mode, mode + RERANK_SUFFIX)]
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,8 @@ class ModeResult:
     metrics: dict[str, float | None]
     by_kind: dict[str, dict[str, float | None]]
     recall_curve: list[float]  # recall@1 .. recall@depth
+    # Reranked modes: per confidence threshold, abstention on unanswerable and false abstention on answerable.
+    abstention_sweep: list[dict[str, float | None]] | None = None
 
 
 @dataclass
@@ -86,6 +109,8 @@ class EvalResult:
             "unanswerable": len(self.unanswerable),
             "k": self.k,
             "by_kind": {mode: result.by_kind for mode, result in self.modes.items()},
+            "abstention_sweep": {mode: result.abstention_sweep for mode, result in self.modes.items()
+                                 if result.abstention_sweep is not None},
             "unreachable": list(self.unreachable),
         }
 
@@ -110,11 +135,12 @@ class EvalResult:
 
 
 def parse_modes(modes: str | Sequence[str]) -> list[str]:
-    """'dense,bm25' -> ['dense', 'bm25'], each checked, duplicates dropped, order kept."""
+    """'dense,bm25+rerank' -> ['dense', 'bm25+rerank'], each checked, duplicates dropped, order kept."""
     names = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes) if m.strip()]
-    unknown = [m for m in names if m not in MODES]
+    unknown = [m for m in names if split_mode(m)[0] not in MODES]
     if unknown or not names:
-        raise ConfigError(f"modes must be a comma-separated list of {', '.join(MODES)}, got {modes!r}")
+        raise ConfigError(f"modes must be a comma-separated list of {', '.join(MODES)}, each optionally with "
+                          f"{RERANK_SUFFIX} (e.g. hybrid{RERANK_SUFFIX}), got {modes!r}")
     return list(dict.fromkeys(names))
 
 
@@ -154,13 +180,14 @@ def evaluate(
         raise ConfigError("no questions to evaluate")
     depth = max(k, RANK_CUTOFF)
     counts = relevant_counts(searcher, questions)
-    for mode in modes:
-        searcher.search(questions[0].question, k=depth, mode=mode)  # warm-up, untimed
+    variants = {mode: split_mode(mode) for mode in modes}
+    for base, rerank in variants.values():
+        searcher.search(questions[0].question, k=depth, mode=base, rerank=rerank)  # warm-up, untimed
     runs: dict[str, list[QuestionRun]] = {mode: [] for mode in modes}
     for done, item in enumerate(questions, start=1):
-        for mode in modes:
+        for mode, (base, rerank) in variants.items():
             started = time.perf_counter()
-            response = searcher.search(item.question, k=depth, mode=mode)
+            response = searcher.search(item.question, k=depth, mode=base, rerank=rerank)
             elapsed = (time.perf_counter() - started) * 1000.0
             results = tuple(response.results[:depth])
             relevance = tuple(is_relevant(r.passage, item.evidence) for r in results)
@@ -190,6 +217,7 @@ def evaluate(
                     M.mean([M.recall_at_k(r.relevance, c) for r in mode_runs if r.item.answerable]) or 0.0
                     for c in range(1, depth + 1)
                 ],
+                abstention_sweep=abstention_sweep(mode_runs) if variants[mode][1] else None,
             )
             for mode, mode_runs in runs.items()
         },
@@ -243,3 +271,25 @@ def score_by_kind(runs: Sequence[QuestionRun]) -> dict[str, dict[str, float | No
             "abstention_accuracy": M.mean([float(r.answer is None) for r in group if not r.item.answerable]),
         }
     return out
+
+
+def abstention_sweep(runs: Sequence[QuestionRun],
+                     thresholds: Sequence[float] = ABSTENTION_THRESHOLDS) -> list[dict[str, float | None]]:
+    """For each threshold on the reranked answer's confidence (the sigmoid of the top passage's reranker
+    score), the share of unanswerable questions that would abstain and of answerable ones that would."""
+    from ..rerank import confidence
+
+    def certainty(run: QuestionRun) -> float:
+        top = run.results[0].rerank_score if run.results else None
+        return 0.0 if top is None else confidence(top)
+
+    answerable = [certainty(r) for r in runs if r.item.answerable]
+    unanswerable = [certainty(r) for r in runs if not r.item.answerable]
+    return [
+        {
+            "threshold": threshold,
+            "abstention_accuracy": M.mean([float(c < threshold) for c in unanswerable]),
+            "false_abstention": M.mean([float(c < threshold) for c in answerable]),
+        }
+        for threshold in thresholds
+    ]

@@ -62,7 +62,14 @@
     try {
       const health = await getJSON("/health");
       $("status").textContent =
-        health.documents + " documents · " + health.passages + " passages · " + health.model;
+        health.documents + " documents · " + health.passages + " passages · " + health.model +
+        (health.reranker ? " · reranked by " + health.reranker : "");
+      if (!health.reranker) {
+        // This server does not rerank: the control could only produce an error.
+        $("rerank").checked = false;
+        $("rerank").disabled = true;
+        $("rerank-option").title = "Reranking is off on this server (ASKCORPUS_RERANK=false)";
+      }
     } catch (error) {
       $("status").textContent = "service unavailable";
     }
@@ -132,7 +139,9 @@
       const metaParts = [
         "[" + result.start + ":" + result.end + "]",
         result.page ? "page " + result.page : null,
-        "score " + result.score.toFixed(4),
+        result.rerank_score === null || result.rerank_score === undefined
+          ? "score " + result.score.toFixed(4)
+          : "rerank " + result.rerank_score.toFixed(2) + " (first stage " + result.score.toFixed(4) + ")",
         result.tokens + " tokens",
       ].filter(Boolean);
       list.append(
@@ -146,10 +155,11 @@
     }
   }
 
-  async function runSearch(query, mode, k) {
+  async function runSearch(query, mode, k, rerank) {
     $("q").value = query;
     $("mode").value = mode;
     $("k").value = String(k);
+    if (!$("rerank").disabled) $("rerank").checked = rerank;
     document.title = query + " · askcorpus";
     $("go").disabled = true;
     showMessage("Searching…", "busy");
@@ -157,11 +167,13 @@
       const data = await getJSON("/search", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ query: query, k: k, mode: mode }),
+        // Unset when the server cannot rerank, so it answers with its first stage instead of an error.
+        body: JSON.stringify({ query: query, k: k, mode: mode, rerank: $("rerank").disabled ? undefined : rerank }),
       });
       if (data.results.some((r) => !titles.has(r.doc_id))) await loadTitles();
       renderAnswer(data.answer);
       renderResults(data);
+      $("results-label").textContent = data.reranked ? "Passages, reranked" : "Passages";
       showMessage(data.results.length ? "" : "No passage matched. Try other words or the dense mode.", "");
     } catch (error) {
       $("answer").hidden = true;
@@ -225,7 +237,7 @@
     lastSearchHash = location.hash;
     const mode = ["hybrid", "dense", "bm25"].includes(params.get("mode")) ? params.get("mode") : "hybrid";
     const k = Math.min(100, Math.max(1, parseInt(params.get("k") || "10", 10) || 10));
-    runSearch(query, mode, k);
+    runSearch(query, mode, k, params.get("rerank") !== "0");
   }
 
   function onSubmit(event) {
@@ -235,7 +247,9 @@
       showMessage("Type a question first.", "error");
       return;
     }
-    const hash = "#" + new URLSearchParams({ q: query, mode: $("mode").value, k: $("k").value }).toString();
+    const fields = { q: query, mode: $("mode").value, k: $("k").value };
+    if (!$("rerank").checked && !$("rerank").disabled) fields.rerank = "0";
+    const hash = "#" + new URLSearchParams(fields).toString();
     if (location.hash === hash) route(); // same question again: search again
     else location.hash = hash;
   }
@@ -243,7 +257,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("ask").addEventListener("submit", onSubmit);
     window.addEventListener("hashchange", route);
-    loadStatus();
-    loadTitles().then(route);
+    $("rerank").addEventListener("change", () => { if ($("q").value.trim()) onSubmit(new Event("submit")); });
+    Promise.all([loadStatus(), loadTitles()]).then(route);
   });
 })();
