@@ -106,7 +106,12 @@ def test_every_mode_finds_the_leader_with_exact_citations(searcher, mode):
         document = searcher.index.documents[result.passage.doc_id]
         assert result.rank == rank
         assert document.text[result.passage.start : result.passage.end] == result.passage.text
-    scores = [r.score for r in response.results]
+    # Reranked (the default with the real model), the list follows the cross-encoder's score.
+    assert response.reranked
+    scores = [r.rerank_score for r in response.results]
+    assert scores == sorted(scores, reverse=True)
+    first_stage = searcher.search("Who is the current leader of ISKP?", k=5, mode=mode, rerank=False)
+    scores = [r.score for r in first_stage.results]
     assert scores == sorted(scores, reverse=True)
 
 
