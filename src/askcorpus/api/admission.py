@@ -1,0 +1,136 @@
+"""Admission control for searches: a bounded number computing, a bounded FIFO queue, deadlines, 503 past that."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+# Rejection reasons (the `reason` label of askcorpus_rejections_total).
+QUEUE_FULL = "queue_full"
+DEADLINE = "deadline"
+DISCONNECTED = "disconnected"
+REASONS = (QUEUE_FULL, DEADLINE, DISCONNECTED)
+
+# Weight of the newest search in the running estimate of how long one search takes once admitted.
+SERVICE_SMOOTHING = 0.2
+
+
+class Rejected(Exception):
+    """A search turned away before any model work: `reason` is one of REASONS; the service answers 503."""
+
+    def __init__(self, reason: str, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class AdmissionGate:
+    """At most `concurrency` holders of a turn at once and `queue` waiting for one, served first come first served.
+
+    Everything runs on the event loop, so the counts need no lock. A waiter that cannot start before its deadline
+    (less time left than a search has recently taken) is dropped at once rather than admitted to fail late, and a
+    waiter whose client has gone away gives its turn to the next one without computing anything.
+    """
+
+    def __init__(self, concurrency: int, queue: int, *, on_reject: Callable[[str], None] | None = None) -> None:
+        if concurrency < 1 or queue < 0:
+            raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
+        self.concurrency = concurrency
+        self.queue = queue
+        self.running = 0
+        self.max_running = 0
+        self.max_waiting = 0
+        self.service_seconds = 0.0  # running estimate of one admitted search; 0 until the first one ends
+        self._waiters: deque[asyncio.Future] = deque()
+        self._on_reject = on_reject
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _reject(self, reason: str, message: str) -> Rejected:
+        if self._on_reject is not None:
+            self._on_reject(reason)
+        # Retry-After in whole seconds (RFC 9110): about when a turn frees, at least 1.
+        retry = max(1, math.ceil(self.service_seconds * (1 + self.waiting / self.concurrency)))
+        return Rejected(reason, message, retry)
+
+    @asynccontextmanager
+    async def turn(self, deadline: float,
+                   client_gone: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[None]:
+        """Hold one turn for the body of the `async with`; `deadline` is in the running loop's time.
+
+        Raises Rejected (before the body runs) when the queue is full, when the deadline leaves no time for a
+        search, or when `client_gone()` says the client disconnected while it waited.
+        """
+        loop = asyncio.get_running_loop()
+        await self._acquire(loop, deadline)
+        try:
+            if client_gone is not None and await client_gone():
+                raise self._reject(DISCONNECTED, "the client disconnected while its search waited")
+            started = loop.time()
+            try:
+                yield
+            finally:
+                self._learn(loop.time() - started)
+        finally:
+            self._release()
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self.running < self.concurrency and not self._waiters:
+            self._enter()
+            return
+        if len(self._waiters) >= self.queue:
+            raise self._reject(QUEUE_FULL, f"server busy: {self.running} searches running and {len(self._waiters)} "
+                                           f"waiting (the limits are {self.concurrency} and {self.queue}); retry later")
+        budget = deadline - loop.time() - self.service_seconds
+        if budget <= 0:
+            raise self._reject(DEADLINE, self._late_message(deadline, loop))
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self.max_waiting = max(self.max_waiting, len(self._waiters))
+        try:
+            await asyncio.wait((waiter,), timeout=budget)
+        except BaseException:  # cancelled (e.g. shutdown): hand on a turn given meanwhile
+            self._abandon(waiter)
+            raise
+        if waiter.done() and not waiter.cancelled():
+            return  # the releasing search handed its turn over: self.running already counts this one
+        self._abandon(waiter)
+        raise self._reject(DEADLINE, self._late_message(deadline, loop))
+
+    def _late_message(self, deadline: float, loop: asyncio.AbstractEventLoop) -> str:
+        left = max(0.0, deadline - loop.time())
+        return (f"server busy: the search's deadline leaves {left * 1000:.0f} ms and a search takes about "
+                f"{self.service_seconds * 1000:.0f} ms once started, with {len(self._waiters)} waiting; retry later")
+
+    def _abandon(self, waiter: asyncio.Future) -> None:
+        if waiter.done() and not waiter.cancelled():
+            self._release()  # the turn arrived just as this waiter gave up: pass it on
+            return
+        waiter.cancel()
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def _enter(self) -> None:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the turn passes straight on: running stays the same
+                return
+        self.running -= 1
+
+    def _learn(self, seconds: float) -> None:
+        if self.service_seconds == 0.0:
+            self.service_seconds = seconds
+        else:
+            self.service_seconds += SERVICE_SMOOTHING * (seconds - self.service_seconds)
