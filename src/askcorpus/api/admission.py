@@ -30,9 +30,10 @@ class Rejected(Exception):
 class AdmissionGate:
     """At most `concurrency` holders of a turn at once and `queue` waiting for one, served first come first served.
 
-    Everything runs on the event loop, so the counts need no lock. A waiter that cannot start before its deadline
-    (less time left than a search has recently taken) is dropped at once rather than admitted to fail late, and a
-    waiter whose client has gone away gives its turn to the next one without computing anything.
+    Everything runs on the event loop, so the counts need no lock. A search whose deadline leaves less time than
+    the expected wait for a turn plus one search (from a running estimate of recent searches) is turned away at
+    once; one that waits past that point is dropped then; both before any model work. A waiter whose client has
+    gone away gives its turn to the next one without computing anything.
     """
 
     def __init__(self, concurrency: int, queue: int, *, on_reject: Callable[[str], None] | None = None) -> None:
@@ -87,7 +88,9 @@ class AdmissionGate:
             raise self._reject(QUEUE_FULL, f"server busy: {self.running} searches running and {len(self._waiters)} "
                                            f"waiting (the limits are {self.concurrency} and {self.queue}); retry later")
         budget = deadline - loop.time() - self.service_seconds
-        if budget <= 0:
+        # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
+        expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
+        if budget <= 0 or expected_wait > budget:
             raise self._reject(DEADLINE, self._late_message(deadline, loop))
         waiter = loop.create_future()
         self._waiters.append(waiter)
