@@ -171,7 +171,9 @@ class _Search(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         payload = json.dumps({"query": body["query"], "results": []}).encode()
-        self.send_response(200 if body["query"] != "bad" else 422)
+        self.send_response({"bad": 422, "busy": 503}.get(body["query"], 200))
+        if body["query"] == "busy":
+            self.send_header("Retry-After", "1")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -202,6 +204,15 @@ def test_load_generator_is_bounded_by_requests(tiny_server):
     result = run_load(tiny_server, ["a", "b", "bad"], concurrency=4, requests=30, duration=20)
     assert result["ok"] == 20 and result["errors"] == 10 and result["error_kinds"] == ["HTTP 422"]
     assert len(result["latencies_s"]) == 20 and result["rps"] > 0
+
+
+def test_load_generator_counts_503s_apart_and_can_honour_retry_after(tiny_server):
+    eager = run_load(tiny_server, ["busy", "a"], concurrency=2, requests=40, duration=20)
+    assert eager["statuses"] == {"503": 20, "200": 20} and len(eager["rejected_latencies_s"]) == 20
+    assert eager["transport_errors"] == 0
+    # Told to come back in a second, each client asks once more at most within 0.5 s: its first request.
+    polite = run_load(tiny_server, ["busy"], concurrency=2, requests=40, duration=0.5, honour_retry_after=True)
+    assert polite["statuses"] == {"503": 2}
 
 
 def test_load_generator_is_bounded_by_time(tiny_server):

@@ -55,8 +55,9 @@ class AdmissionGate:
     def _reject(self, reason: str, message: str) -> Rejected:
         if self._on_reject is not None:
             self._on_reject(reason)
-        # Retry-After in whole seconds (RFC 9110): about when a turn frees, at least 1.
-        retry = max(1, math.ceil(self.service_seconds * (1 + self.waiting / self.concurrency)))
+        # Retry-After in whole seconds (RFC 9110), at least 1: a place opens each time a turn frees, about every
+        # service_seconds / concurrency.
+        retry = max(1, math.ceil(self.service_seconds / self.concurrency))
         return Rejected(reason, message, retry)
 
     @asynccontextmanager
