@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from argparse import Namespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -341,3 +342,28 @@ def test_bench_quick_smoke(tmp_path, monkeypatch, capsys):
     keys = {s["key"]: s for s in data["sections"]}
     assert keys["inproc"]["skipped"] is None and keys["scale"]["skipped"] is None
     assert keys["inproc"]["checks"][0]["met"] in (True, False)
+
+
+def test_load_connection_sends_again_when_the_server_closed_an_idle_connection():
+    from askcorpus.bench.load import Connection
+
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_once_per_connection():
+            for _ in range(2):
+                peer, _ = server.accept()
+                with peer:  # answers one request, then closes as an idle keep-alive timeout would
+                    peer.recv(65536)
+                    peer.sendall(reply)
+
+        thread = threading.Thread(target=answer_once_per_connection, daemon=True)
+        thread.start()
+        connection = Connection("127.0.0.1", server.getsockname()[1], timeout=5)
+        assert connection.get("/health") == (200, b"{}")
+        time.sleep(0.1)
+        assert connection.get("/health") == (200, b"{}")  # on a second connection
+        connection.close()
+        thread.join(5)

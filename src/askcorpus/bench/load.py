@@ -60,12 +60,25 @@ class Connection:
         return self.request("GET", path)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        reused = self.sock is not None
         if self.sock is None:
             self.sock = self._connect()
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.sock.sendall((head + "\r\n").encode("ascii") + (body or b""))
+        message = (head + "\r\n").encode("ascii") + (body or b"")
+        try:
+            self.sock.sendall(message)
+            self._receive()
+        except (HTTPError, ConnectionError):
+            if not reused:
+                raise
+            # The server closed this idle keep-alive connection (uvicorn does after 5 s) before reading the
+            # request: send it again on a new one, as HTTP clients do.
+            self.close()
+            self.sock = self._connect()
+            self.sock.sendall(message)
+            self._receive()
         while b"\r\n\r\n" not in self.buffer:
             self._receive()
         header, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
