@@ -16,6 +16,10 @@ REASONS = (QUEUE_FULL, DEADLINE, DISCONNECTED)
 
 # Weight of the newest search in the running estimate of how long one search takes once admitted.
 SERVICE_SMOOTHING = 0.2
+# Admit a waiter only if its expected wait plus one search, times this, fits its deadline: the estimate is a
+# running mean, and a waiter admitted on a too-hopeful guess is dropped late (a slow 503) or answers past its
+# deadline. Turning it away at once costs little: the queue behind the running searches stays non-empty.
+HEADROOM = 1.25
 
 
 class Rejected(Exception):
@@ -91,7 +95,7 @@ class AdmissionGate:
         budget = deadline - loop.time() - self.service_seconds
         # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
         expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
-        if budget <= 0 or expected_wait > budget:
+        if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > deadline - loop.time():
             raise self._reject(DEADLINE, self._late_message(deadline, loop))
         waiter = loop.create_future()
         self._waiters.append(waiter)
