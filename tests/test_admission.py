@@ -50,6 +50,15 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _one_running(concurrency: int, queue: int, **gate_options) -> tuple[AdmissionGate, Work, asyncio.Task]:
+    """A gate with fake search 0 holding a turn until work.release is set."""
+    gate = AdmissionGate(concurrency, queue, **gate_options)
+    work = Work(gate)
+    first = asyncio.create_task(work.search(0))
+    await _settle()
+    return gate, work, first
+
+
 def test_bound_holds_and_the_rest_is_rejected_at_once():
     async def scenario():
         gate = AdmissionGate(2, 3)
@@ -86,10 +95,7 @@ def test_waiters_are_served_first_come_first_served():
 
 def test_a_waiter_past_its_deadline_is_dropped_before_any_work_and_frees_its_place():
     async def scenario():
-        gate = AdmissionGate(1, 2)
-        work = Work(gate)
-        first = asyncio.create_task(work.search(0))
-        await _settle()
+        gate, work, first = await _one_running(1, 2)
         late = asyncio.create_task(work.search(1, deadline=0.05))
         patient = asyncio.create_task(work.search(2))
         assert await asyncio.wait_for(late, 5) == DEADLINE  # dropped while the first still computes
@@ -123,10 +129,7 @@ def test_a_client_gone_while_waiting_is_not_computed_and_passes_its_turn_on():
     rejected: list[str] = []
 
     async def scenario():
-        gate = AdmissionGate(1, 3, on_reject=rejected.append)
-        work = Work(gate)
-        first = asyncio.create_task(work.search(0))
-        await _settle()
+        gate, work, first = await _one_running(1, 3, on_reject=rejected.append)
         gone = asyncio.create_task(work.search(1, gone=True))
         after = asyncio.create_task(work.search(2))
         await _settle()
@@ -142,10 +145,7 @@ def test_a_client_gone_while_waiting_is_not_computed_and_passes_its_turn_on():
 
 def test_a_cancelled_waiter_leaves_no_slot_behind():
     async def scenario():
-        gate = AdmissionGate(1, 3)
-        work = Work(gate)
-        first = asyncio.create_task(work.search(0))
-        await _settle()
+        gate, work, first = await _one_running(1, 3)
         waiter = asyncio.create_task(work.search(1))
         await _settle()
         waiter.cancel()
