@@ -40,7 +40,7 @@ class AdmissionGate:
     gone away gives its turn to the next one without computing anything.
     """
 
-    def __init__(self, concurrency: int, queue: int, *, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(self, concurrency: int, queue: int) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
         self.concurrency = concurrency
@@ -50,15 +50,12 @@ class AdmissionGate:
         self.max_waiting = 0
         self.service_seconds = 0.0  # running estimate of one admitted search; 0 until the first one ends
         self._waiters: deque[asyncio.Future] = deque()
-        self._on_reject = on_reject
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
     def _reject(self, reason: str, message: str) -> Rejected:
-        if self._on_reject is not None:
-            self._on_reject(reason)
         # Retry-After in whole seconds (RFC 9110), at least 1: a place opens each time a turn frees, about every
         # service_seconds / concurrency.
         retry = max(1, math.ceil(self.service_seconds / self.concurrency))

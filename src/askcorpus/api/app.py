@@ -30,9 +30,9 @@ from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware
-from .pipeline import SearchPipeline
 from .models import (DocumentList, DocumentText, ErrorOut, HealthOut, ModeName, PassageContext, ReindexOut,
                      SafeJSONResponse, SearchOut, search_request_model)
+from .pipeline import SearchPipeline
 from .validation import describe_errors, error_items
 
 log = logging.getLogger("askcorpus.api")
@@ -108,8 +108,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     SearchRequest = search_request_model(settings.max_query_chars, settings.search_deadline)
     max_chars = settings.max_query_chars
     max_deadline_ms = int(settings.search_deadline * 1000)
-    metrics: Metrics
-    gate = AdmissionGate(settings.search_concurrency, settings.search_queue, on_reject=lambda r: metrics.reject(r))
+    gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
     metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
     pipeline = SearchPipeline(settings, gate, metrics)
     app.state.metrics = metrics

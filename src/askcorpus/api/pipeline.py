@@ -69,6 +69,7 @@ class SearchPipeline:
                 # The encoder batches only what holds a turn, so the gate bounds its model calls too.
                 body, timings = await encoder.run(text, partial(_run_search, searcher, text, k, mode, rerank))
         except Rejected as rejected:
+            self.metrics.reject(rejected.reason)
             if rejected.reason == DISCONNECTED:
                 return Response(status_code=CLIENT_CLOSED)
             raise HTTPException(503, str(rejected), headers={"Retry-After": str(rejected.retry_after)}) from None
