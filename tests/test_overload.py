@@ -52,7 +52,10 @@ class Served:
                        "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir),
                        "ASKCORPUS_RELOAD_INTERVAL": "0", "ASKCORPUS_SEARCH_CONCURRENCY": str(CONCURRENCY),
                        "ASKCORPUS_SEARCH_QUEUE": str(QUEUE), "ASKCORPUS_RERANK_DEPTH": "50",
-                       "ASKCORPUS_RERANK_CACHE_SIZE": "0", **env}
+                       "ASKCORPUS_RERANK_CACHE_SIZE": "0",
+                       # Long enough that on a busy machine the queue fills before deadlines bite; the deadline
+                       # test asks for less with deadline_ms.
+                       "ASKCORPUS_SEARCH_DEADLINE": "60", **env}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "askcorpus.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -76,6 +79,13 @@ class Served:
         text = httpx.get(self.base + "/metrics", timeout=10).text
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def wait_until(self, name: str, at_least: float, seconds: float = 20) -> None:
+        """Poll /metrics until the gauge `name` reaches `at_least`."""
+        deadline = time.monotonic() + seconds
+        while self.metrics()[(name, ())] < at_least:
+            assert time.monotonic() < deadline, f"{name} never reached {at_least}"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -178,7 +188,7 @@ def test_a_search_that_cannot_start_within_its_deadline_gets_503(server):
     before = server.metrics()
     with ThreadPoolExecutor(max_workers=2) as pool:
         busy = pool.submit(_search, server.base, 2000)
-        time.sleep(0.1)  # the slow search holds the only turn
+        server.wait_until("askcorpus_searches_in_progress", 1)  # the slow search holds the only turn
         status, seconds, data, headers = _search(server.base, 2001, deadline_ms=150)
         assert busy.result()[0] == 200
     assert status == 503 and "deadline" in data["detail"] and int(headers["retry-after"]) >= 1
@@ -193,14 +203,11 @@ def test_a_client_that_left_while_waiting_is_not_computed(server):
     body = b'{"query": "' + _question(3000).encode() + b'", "k": 5}'
     with ThreadPoolExecutor(max_workers=1) as pool:
         busy = pool.submit(_search, server.base, 3001)
-        time.sleep(0.1)
+        server.wait_until("askcorpus_searches_in_progress", 1)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            deadline = time.monotonic() + 10
-            while server.metrics()[("askcorpus_queue_length", ())] < 1:  # it is waiting for its turn
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            server.wait_until("askcorpus_queue_length", 1)  # it is waiting for its turn
         assert busy.result()[0] == 200  # the socket above closed while the first search computed
     deadline = time.monotonic() + 10
     while _rejections(server.metrics(), "disconnected") == _rejections(before, "disconnected"):
@@ -212,16 +219,12 @@ def test_a_client_that_left_while_waiting_is_not_computed(server):
 
 
 def test_sigterm_while_busy_finishes_every_accepted_request_and_exits_0(tmp_path, seeds_settings):
-    # Budgets long enough that all five are admitted and drained even on a busy machine.
-    served = Served(tmp_path, seeds_settings, ASKCORPUS_SEARCH_QUEUE="8", ASKCORPUS_SEARCH_DEADLINE="60",
-                    ASKCORPUS_SHUTDOWN_TIMEOUT="60")
+    # Long enough to drain all five even on a busy machine.
+    served = Served(tmp_path, seeds_settings, ASKCORPUS_SEARCH_QUEUE="8", ASKCORPUS_SHUTDOWN_TIMEOUT="60")
     try:
         with ThreadPoolExecutor(max_workers=5) as pool:
             pending = [pool.submit(_search, served.base, n) for n in range(4000, 4005)]
-            deadline = time.monotonic() + 20
-            while served.metrics()[("askcorpus_queue_length", ())] < 4:  # 1 computing, 4 waiting
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            served.wait_until("askcorpus_queue_length", 4)  # 1 computing, 4 waiting
             served.process.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             with pytest.raises(httpx.TransportError):  # no longer accepting
