@@ -111,8 +111,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
     metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
     pipeline = SearchPipeline(settings, gate, metrics)
-    app.state.metrics = metrics
-    app.state.gate = gate
+    app.state.gate = gate  # for inspection: the counts behind the queue gauges
 
     # async on purpose: FastAPI runs a plain-def dependency in a worker thread, two thread hops per search.
     async def get_holder(request: Request) -> IndexHolder:
