@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from askcorpus.api import create_app
-from askcorpus.api.admission import DEADLINE, DISCONNECTED, QUEUE_FULL, AdmissionGate, Rejected
+from askcorpus.api.admission import DEADLINE, DISCONNECTED, EXPIRED, QUEUE_FULL, AdmissionGate, Rejected
 from askcorpus.build import build_index
 from askcorpus.embed import HashingEmbedder
 
@@ -98,7 +98,7 @@ def test_a_waiter_past_its_deadline_is_dropped_before_any_work_and_frees_its_pla
         gate, work, first = await _one_running(1, 2)
         late = asyncio.create_task(work.search(1, deadline=0.05))
         patient = asyncio.create_task(work.search(2))
-        assert await asyncio.wait_for(late, 5) == DEADLINE  # dropped while the first still computes
+        assert await asyncio.wait_for(late, 5) == EXPIRED  # dropped while the first still computes
         assert gate.waiting == 1
         work.release.set()
         assert await first == "done" and await patient == "done"

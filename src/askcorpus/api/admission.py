@@ -10,9 +10,10 @@ from typing import AsyncIterator, Awaitable, Callable
 
 # Rejection reasons (the `reason` label of askcorpus_rejections_total).
 QUEUE_FULL = "queue_full"
-DEADLINE = "deadline"
+DEADLINE = "deadline"  # turned away at once: the expected wait plus one search does not fit the budget
+EXPIRED = "expired"  # dropped after waiting: the budget ran out before a turn came
 DISCONNECTED = "disconnected"
-REASONS = (QUEUE_FULL, DEADLINE, DISCONNECTED)
+REASONS = (QUEUE_FULL, DEADLINE, EXPIRED, DISCONNECTED)
 
 # Weight of the newest search in the running estimate of how long one search takes once admitted.
 SERVICE_SMOOTHING = 0.2
@@ -105,7 +106,7 @@ class AdmissionGate:
         if waiter.done() and not waiter.cancelled():
             return  # the releasing search handed its turn over: self.running already counts this one
         self._abandon(waiter)
-        raise self._reject(DEADLINE, self._late_message(deadline, loop))
+        raise self._reject(EXPIRED, self._late_message(deadline, loop))
 
     def _late_message(self, deadline: float, loop: asyncio.AbstractEventLoop) -> str:
         left = max(0.0, deadline - loop.time())
