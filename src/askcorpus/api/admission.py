@@ -90,11 +90,15 @@ class AdmissionGate:
         if len(self._waiters) >= self.queue:
             raise self._reject(QUEUE_FULL, f"server busy: {self.running} searches running and {len(self._waiters)} "
                                            f"waiting (the limits are {self.concurrency} and {self.queue}); retry later")
-        budget = deadline - loop.time() - self.service_seconds
+        left = deadline - loop.time()
+        budget = left - self.service_seconds
         # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
         expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
-        if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > deadline - loop.time():
-            raise self._reject(DEADLINE, self._late_message(deadline, loop))
+        if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
+            raise self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
+                                         f"({len(self._waiters)} waiting) and a search takes about "
+                                         f"{self.service_seconds * 1000:.0f} ms, more than the search's deadline "
+                                         f"leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
         waiter = loop.create_future()
         self._waiters.append(waiter)
         self.max_waiting = max(self.max_waiting, len(self._waiters))
@@ -106,12 +110,9 @@ class AdmissionGate:
         if waiter.done() and not waiter.cancelled():
             return  # the releasing search handed its turn over: self.running already counts this one
         self._abandon(waiter)
-        raise self._reject(EXPIRED, self._late_message(deadline, loop))
-
-    def _late_message(self, deadline: float, loop: asyncio.AbstractEventLoop) -> str:
-        left = max(0.0, deadline - loop.time())
-        return (f"server busy: the search's deadline leaves {left * 1000:.0f} ms and a search takes about "
-                f"{self.service_seconds * 1000:.0f} ms once started, with {len(self._waiters)} waiting; retry later")
+        raise self._reject(EXPIRED, f"server busy: no turn came within the search's deadline (it leaves "
+                                    f"{max(0.0, deadline - loop.time()) * 1000:.0f} ms, and a search takes about "
+                                    f"{self.service_seconds * 1000:.0f} ms); retry later")
 
     def _abandon(self, waiter: asyncio.Future) -> None:
         if waiter.done() and not waiter.cancelled():
