@@ -371,3 +371,19 @@ def test_abstention_sweep_counts_questions_below_each_threshold():
     assert [r["abstention_accuracy"] for r in rows] == [0.5, 1.0, 1.0, 1.0]
     assert [r["false_abstention"] for r in rows] == [0.0, 0.0, 0.5, 1.0]
     assert confidence(-1.0) < 0.5 < confidence(2.0) < 0.9
+
+
+def test_terminal_table_shows_each_kind_and_the_abstention_sweep(hashing_index, monkeypatch, capsys):
+    assert _cli(hashing_index, monkeypatch, "--modes", "hybrid,hybrid+rerank", "--split", "test") == 0
+    out = capsys.readouterr().out
+    questions = load_qa(hashing_index.qa, split="test")
+    kinds = {item.kind for item in questions}
+    section = out.split("Per kind")[1]
+    for kind in kinds:
+        row = next(line for line in section.splitlines() if line.startswith(kind + " "))
+        count = sum(1 for item in questions if item.kind == kind)
+        assert row.split()[1] == str(count)
+    sweep = out.split("hybrid+rerank: abstention by confidence threshold")[1].splitlines()
+    thresholds = [line.split()[0] for line in sweep[3:] if line.strip() and line.split()[0][0].isdigit()]
+    assert len(thresholds) == 10 and thresholds[0] == "0.05"
+    assert "hybrid: abstention by confidence threshold" not in out  # only reranked modes have one
