@@ -130,3 +130,62 @@ def test_bad_input_is_shown_not_thrown(browser, live):
         assert "root:" not in page.inner_text("#doc-text")
     finally:
         page.close()
+
+
+def _page_order(page) -> list[tuple[str, str]]:
+    """(document, [start:end]) of each listed passage, top first, as the page shows them."""
+    items = page.locator("#results li.result")
+    return [(items.nth(i).locator(".doc-id").inner_text(),
+             items.nth(i).locator(".meta").inner_text().split(" · ")[1])
+            for i in range(items.count())]
+
+
+def _api_order(body: dict) -> list[tuple[str, str]]:
+    return [(r["doc_id"], f"[{r['start']}:{r['end']}]") for r in body["results"]]
+
+
+def test_rerank_control_switches_order_and_answer(browser, live):
+    """Reranked by default (the reranker's order, scores and answer); unticking the control asks again without
+    it, shows the first stage's order and answer, and keeps the choice in the address."""
+    question = "Who wrote the op-ed about ISKP and the Taliban?"
+    reranked = httpx.post(live + "/search", json={"query": question, "k": 10}, timeout=60).json()
+    first_stage = httpx.post(live + "/search", json={"query": question, "k": 10, "rerank": False}, timeout=60).json()
+    assert reranked["reranked"] and not first_stage["reranked"]
+    assert _api_order(reranked) != _api_order(first_stage), "pick a question whose order the reranker changes"
+
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    try:
+        page.goto(live + "/")
+        assert page.is_checked("#rerank")
+        page.fill("#q", question)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        assert page.inner_text("#results-label") == "Passages, reranked"
+        assert _page_order(page) == _api_order(reranked)
+        head_meta = page.locator("#results li.result").nth(0).locator(".meta").inner_text()
+        assert f"rerank {reranked['results'][0]['rerank_score']:.2f}" in head_meta
+        assert f"first stage {reranked['results'][0]['score']:.4f}" in head_meta
+        _assert_answer_shown(page, reranked["answer"])
+
+        page.uncheck("#rerank")  # asks again at once
+        page.wait_for_function("document.getElementById('results-label').textContent === 'Passages'",
+                               timeout=30_000)
+        assert "rerank=0" in page.evaluate("location.hash")
+        assert _page_order(page) == _api_order(first_stage)
+        assert "rerank " not in page.locator("#results li.result").nth(0).locator(".meta").inner_text()
+        _assert_answer_shown(page, first_stage["answer"])
+
+        page.reload()  # the choice lives in the address
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        assert not page.is_checked("#rerank")
+        assert page.inner_text("#results-label") == "Passages"
+    finally:
+        page.close()
+
+
+def _assert_answer_shown(page, answer: dict | None) -> None:
+    text = page.inner_text("#answer-text").strip()
+    if answer is None:
+        assert text.startswith("No confident answer")
+    else:
+        assert text == answer["text"].strip()

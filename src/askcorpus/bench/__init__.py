@@ -2,7 +2,7 @@
 
 Every target is a ratio measured in the same run (the machines this runs on are shared and noisy).
 Modules: inproc (1), http + load (2, 6), buildcost (3, 4), scale (5), encoder (7, full run only),
-synth (synthetic data), stats (percentiles and tables).
+rerank (8), synth (synthetic data), stats (percentiles and tables).
 
 Environment knobs for partial runs: ASKCORPUS_BENCH_SECTIONS="1,3" runs only those sections;
 ASKCORPUS_BENCH_SIZES="10000,100000" overrides the scale sizes.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .stats import Section, machine_info, render_check, render_section
 
-ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7")
+ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8")
 # The 10k, 100k and 1M, plus 20k (and 50k in a full run): where `auto` switches to HNSW.
 FULL_SIZES = (10_000, 20_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 20_000, 100_000)
@@ -96,7 +96,7 @@ def main(args, settings) -> int:
         from ..embed import embedder_for, load_embedder
         from .synth import seed_sentences
 
-        needs_model = wanted & {"1", "2", "3", "4", "6", "7"}
+        needs_model = wanted & {"1", "2", "3", "4", "6", "7", "8"}
         loads: dict = {}
         embedder = reference = searcher = index_dir = None
         child_env: dict[str, str] = {}
@@ -116,7 +116,7 @@ def main(args, settings) -> int:
         from .inproc import load_questions, measure_floors
 
         questions, source = load_questions(qa_path)
-        if wanted & {"1", "2", "6", "7"}:
+        if wanted & {"1", "2", "6", "7", "8"}:
             _log("preparing the seeds index...")
             index_dir, how = _seeds_index(args, settings, embedder, work)
             info["query_index"] = how
@@ -172,6 +172,12 @@ def main(args, settings) -> int:
             _log("7. encoder variants (each in its own process)...")
             sections.append(_guard("encoder", "7. Encoder variants", encoder.run, index_dir, qa_path, questions, work,
                                    log=_log))
+        if "8" in wanted:
+            from . import rerank
+
+            _log("8. reranking...")
+            sections.append(_guard("rerank", "8. Reranking", rerank.run, settings, searcher, index_dir, questions,
+                                   quick=quick, work=work, env=child_env, log=_log))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["total_seconds"] = time.perf_counter() - run_started
