@@ -147,6 +147,8 @@ def _api_order(body: dict) -> list[tuple[str, str]]:
 def test_rerank_control_switches_order_and_answer(browser, live):
     """Reranked by default (the reranker's order, scores and answer); unticking the control asks again without
     it, shows the first stage's order and answer, and keeps the choice in the address."""
+    from playwright.sync_api import expect
+
     question = "Who wrote the op-ed about ISKP and the Taliban?"
     reranked = httpx.post(live + "/search", json={"query": question, "k": 10}, timeout=60).json()
     first_stage = httpx.post(live + "/search", json={"query": question, "k": 10, "rerank": False}, timeout=60).json()
@@ -160,7 +162,7 @@ def test_rerank_control_switches_order_and_answer(browser, live):
         page.fill("#q", question)
         page.press("#q", "Enter")
         page.wait_for_selector("#results li.result", timeout=30_000)
-        assert page.inner_text("#results-label") == "Passages, reranked"
+        assert page.text_content("#results-label") == "Passages, reranked"
         assert _page_order(page) == _api_order(reranked)
         head_meta = page.locator("#results li.result").nth(0).locator(".meta").inner_text()
         assert f"rerank {reranked['results'][0]['rerank_score']:.2f}" in head_meta
@@ -168,8 +170,7 @@ def test_rerank_control_switches_order_and_answer(browser, live):
         _assert_answer_shown(page, reranked["answer"])
 
         page.uncheck("#rerank")  # asks again at once
-        page.wait_for_function("document.getElementById('results-label').textContent === 'Passages'",
-                               timeout=30_000)
+        expect(page.locator("#results-label")).to_have_text("Passages", timeout=30_000)  # textContent, exactly
         assert "rerank=0" in page.evaluate("location.hash")
         assert _page_order(page) == _api_order(first_stage)
         assert "rerank " not in page.locator("#results li.result").nth(0).locator(".meta").inner_text()
@@ -178,7 +179,7 @@ def test_rerank_control_switches_order_and_answer(browser, live):
         page.reload()  # the choice lives in the address
         page.wait_for_selector("#results li.result", timeout=30_000)
         assert not page.is_checked("#rerank")
-        assert page.inner_text("#results-label") == "Passages"
+        assert page.text_content("#results-label") == "Passages"
     finally:
         page.close()
 
