@@ -33,6 +33,7 @@ TASK_RETRIES = 4
 # Each block is a unit of work Ray schedules and retries: a few model batches, so a lost worker costs little.
 BATCHES_PER_BLOCK = 4
 MAX_BLOCKS = 2000
+PER_ACTOR_BLOCKS = 4
 _WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -135,9 +136,9 @@ class RayBackend(Backend):
 
     def open(self) -> None:
         ray = require_ray()
+        check_reachable(self.address)
         if ray.is_initialized():
             return
-        check_reachable(self.address)
         try:
             ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING, runtime_env={"env_vars": dict(_WORKER_ENV)},
@@ -193,11 +194,14 @@ class RayBackend(Backend):
         size, resources = self.pool()
         batch = self.settings.batch_size
         table = pa.table({"seq": pa.array(range(len(texts)), pa.int64()), "text": pa.array(list(texts), pa.string())})
-        blocks = _slices(table, min(MAX_BLOCKS, math.ceil(len(texts) / (batch * BATCHES_PER_BLOCK))))
+        # At least a few blocks per actor, so that an actor still loading its model does not leave the whole
+        # corpus to the first one ready; at most one block per model batch.
+        wanted = max(math.ceil(len(texts) / (batch * BATCHES_PER_BLOCK)), PER_ACTOR_BLOCKS * size)
+        blocks = _slices(table, min(MAX_BLOCKS, wanted, math.ceil(len(texts) / batch)))
         size = min(size, len(blocks))
         dataset = ray.data.from_arrow(blocks).map_batches(
             _Encoder, fn_constructor_kwargs={"spec": self.spec}, batch_size=batch, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=size), udf_modifying_row_count=False,
+            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2), udf_modifying_row_count=False,
             max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES, **resources)
         log.info("embedding %d passages on %d Ray actor(s) (%s each)", len(texts), size, resources)
 
