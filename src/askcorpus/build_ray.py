@@ -65,6 +65,24 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
+def connect(address: str | None, *, local_cpus: int | None = None, progress: bool = False) -> bool:
+    """Connect this process to Ray: True if this call connected (the caller then shuts it down), False if it
+    already was. None starts a local cluster (of `local_cpus` CPUs, default all); else see RayBackend."""
+    ray = require_ray()
+    check_reachable(address)
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, runtime_env={"env_vars": dict(_WORKER_ENV)},
+                 **({"num_cpus": local_cpus} if address is None and local_cpus else {}))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address or 'a new local cluster'} ({error}); "
+                           "nothing was written") from error
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    return True
+
+
 @functools.lru_cache(maxsize=2)
 def _worker_embedder(spec: tuple):
     """The model in a worker process, loaded once per process (an actor, or a reused task worker)."""
@@ -135,21 +153,7 @@ class RayBackend(Backend):
     # --- connection ---------------------------------------------------------------------------------
 
     def open(self) -> None:
-        ray = require_ray()
-        check_reachable(self.address)
-        if ray.is_initialized():
-            return
-        try:
-            ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING, runtime_env={"env_vars": dict(_WORKER_ENV)},
-                     **({"num_cpus": self.local_cpus} if self.address is None and self.local_cpus else {}))
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            where = self.address or "a new local cluster"
-            raise ClusterError(f"cannot connect to the Ray cluster at {where} ({error}); nothing was written") \
-                from error
-        self._started = True
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = self.progress
+        self._started = connect(self.address, local_cpus=self.local_cpus, progress=self.progress)
 
     def close(self) -> None:
         if self._started:

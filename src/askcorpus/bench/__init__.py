@@ -2,7 +2,7 @@
 
 Every target is a ratio measured in the same run (the machines this runs on are shared and noisy).
 Modules: inproc (1), http + load (2, 6), buildcost (3, 4), scale (5), encoder (7, full run only),
-synth (synthetic data), stats (percentiles and tables).
+raybuild (8, needs askcorpus[ray]), memory (9), synth (synthetic data), stats (percentiles and tables).
 
 Environment knobs for partial runs: ASKCORPUS_BENCH_SECTIONS="1,3" runs only those sections;
 ASKCORPUS_BENCH_SIZES="10000,100000" overrides the scale sizes.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .stats import Section, machine_info, render_check, render_section
 
-ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7")
+ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 # The issue's 10k, 100k and 1M, plus 20k (and 50k in a full run): where `auto` switches to HNSW.
 FULL_SIZES = (10_000, 20_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 20_000, 100_000)
@@ -79,6 +79,16 @@ def _seeds_index(args, settings, embedder, work: Path) -> tuple[Path, str]:
     return local.index, f"a fresh build of {settings.corpus} ({report.passages} passages, {report.seconds:.1f}s)"
 
 
+def _ray_section(settings, embedder, sentences, work: Path, quick: bool) -> Section:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return Section("ray", "8. Ray build", [], skipped="Ray is not installed: pip install 'askcorpus[ray]'")
+    from . import raybuild
+
+    return _guard("ray", "8. Ray build", raybuild.run, settings, embedder, sentences, work, quick=quick, log=_log)
+
+
 def main(args, settings) -> int:
     """Entry point of `askcorpus bench [--quick] [--report DIR] [--index DIR] [--corpus DIR]`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -96,7 +106,7 @@ def main(args, settings) -> int:
         from ..embed import embedder_for, load_embedder
         from .synth import seed_sentences
 
-        needs_model = wanted & {"1", "2", "3", "4", "6", "7"}
+        needs_model = wanted & {"1", "2", "3", "4", "6", "7", "8"}
         loads: dict = {}
         embedder = reference = searcher = index_dir = None
         child_env: dict[str, str] = {}
@@ -171,6 +181,15 @@ def main(args, settings) -> int:
 
             _log("7. encoder variants (each in its own process)...")
             sections.append(_guard("encoder", "7. Encoder variants", encoder.run, index_dir, qa_path, questions, work,
+                                   log=_log))
+        if "8" in wanted:
+            _log("8. Ray build against the local build...")
+            sections.append(_ray_section(settings, embedder, sentences, work, quick))
+        if "9" in wanted:
+            from . import memory
+
+            _log("9. memory per passage...")
+            sections.append(_guard("memory", "9. Memory per passage", memory.run, settings, sentences, quick=quick,
                                    log=_log))
     finally:
         shutil.rmtree(work, ignore_errors=True)
