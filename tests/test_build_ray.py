@@ -51,7 +51,7 @@ def _ray_backend(settings, **kwargs):
 @pytest.fixture(scope="module")
 def ray_seeds_build(ray_cluster, seeds_settings, real_embedder, tmp_path_factory):
     """The seeds built on the cluster, with the local build's settings and model export."""
-    settings = seeds_settings.with_overrides(index=tmp_path_factory.mktemp("ray-seeds-index"))
+    settings = seeds_settings.with_overrides(index=tmp_path_factory.mktemp("ray-seeds-index"), ray_min_bytes=0)
     report = build_index(settings, real_embedder, backend=_ray_backend(settings))
     return settings, report
 
@@ -100,17 +100,19 @@ def test_cli_joins_the_cluster_by_address_and_embeds_only_the_added_document(ray
                                                                              real_embedder, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(SEEDS, corpus)
-    settings = seeds_settings.with_overrides(corpus=corpus, index=tmp_path / "index")
+    settings = seeds_settings.with_overrides(corpus=corpus, index=tmp_path / "index", ray_min_bytes=0)
     first = build_index(settings, real_embedder, backend=_ray_backend(settings))
     (corpus / "added.md").write_text("# Kunar\n\nA new report on Kunar province and its valleys.\n\n"
                                      "Fighting there resumed in the spring.", encoding="utf-8")
-    env = dict(os.environ, ASKCORPUS_ENCODER_CACHE=str(settings.encoder_cache_dir))
+    # ray_min_bytes=0: even this small change goes to the cluster.
+    env = dict(os.environ, ASKCORPUS_ENCODER_CACHE=str(settings.encoder_cache_dir), ASKCORPUS_RAY_MIN_BYTES="0")
     done = subprocess.run(
         [sys.executable, "-m", "askcorpus.cli", "index", "--ray", ray_cluster.address,
          "--corpus", str(corpus), "--index", str(settings.index)],
         capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "added         1  added.md" in done.stdout
+    assert "embedded on ray: 1 node(s)" in done.stdout and "driver" not in done.stdout
     index = store.load(settings.index)
     new_rows = index.passages_of("added.md")
     assert index.manifest["stats"]["embedded_passages"] == len(new_rows) > 0
@@ -138,7 +140,8 @@ def test_a_worker_killed_mid_build_is_retried_and_nothing_half_written_is_loaded
                                                                                 real_embedder, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(SEEDS, corpus)
-    settings = seeds_settings.with_overrides(corpus=corpus, index=tmp_path / "index", batch_size=8)
+    settings = seeds_settings.with_overrides(corpus=corpus, index=tmp_path / "index", batch_size=8,
+                                             ray_min_bytes=0)
     previous = build_index(settings, real_embedder)  # the build that serves while the next one runs
     # A document as long as the whole corpus: batches of 8 make enough blocks for a kill to land mid-way.
     text = "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(SEEDS.iterdir()))

@@ -117,3 +117,18 @@ def test_an_unreachable_cluster_fails_naming_the_address_with_nothing_written(fa
     with pytest.raises(ClusterError, match=address):
         build_index(fake_settings, fake_embedder, backend=RayBackend(fake_settings, address))
     assert not fake_settings.index.exists()
+
+
+def test_a_change_under_ray_min_bytes_is_done_on_the_driver(fake_settings, fake_embedder):
+    from askcorpus.build_ray import RayBackend
+
+    sources, _ = find_sources(fake_settings.corpus)
+    pending = [Pending(s, s.path.read_bytes()) for s in sources[:1]]
+    params = chunk_params(fake_settings, fake_embedder)
+    small = RayBackend(fake_settings.with_overrides(ray_min_bytes=len(pending[0].data) + 1), embedder=fake_embedder)
+    parsed = small.read_and_chunk(pending, params)  # no cluster was opened: this never reaches Ray
+    assert parsed == LocalBackend(fake_embedder).read_and_chunk(pending, params)
+    stats = EmbedStats()
+    texts = [p.text for p in parsed[0].passages]
+    assert np.array_equal(small.embed(texts, stats), fake_embedder.encode(texts))
+    assert stats.per_node == {"driver": len(texts)}

@@ -21,15 +21,14 @@ from .chunk import ChunkParams
 from .config import Settings
 from .errors import AskcorpusError, ClusterError, ConfigError
 from .ingest import SourceFile
-from .produce import Backend, EmbedStats, Parsed, Pending, parse_one
+from .produce import Backend, EmbedStats, LocalBackend, Parsed, Pending, parse_one
 from .records import Document, Passage
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "building on Ray needs Ray Data: pip install 'askcorpus[ray]'"
-# A killed actor is started again and its batch retried this many times before the build gives up.
-ACTOR_RESTARTS = 4
-TASK_RETRIES = 4
+# Faults: Ray Data's defaults restart a model actor whose process dies and retry its batches, and re-run a
+# read+chunk task whose worker dies, as often as it takes (docs/ray.md, Faults); nothing here overrides them.
 # Each block is a unit of work Ray schedules and retries: a few model batches, so a lost worker costs little.
 BATCHES_PER_BLOCK = 4
 MAX_BLOCKS = 2000
@@ -135,13 +134,16 @@ class RayBackend(Backend):
 
     address: None starts a local cluster for this build (stopped after it), "auto" joins the running one,
     "host:port" joins that one. A connection made before (ray.init by the caller) is used as it is.
+    Changes under `settings.ray_min_bytes` are done on the driver with `embedder` (same output, no start-up).
     """
 
     name = "ray"
 
-    def __init__(self, settings: Settings, address: str | None = None, *, progress: bool = False,
+    def __init__(self, settings: Settings, address: str | None = None, *, embedder=None, progress: bool = False,
                  on_embed_batch=None, local_cpus: int | None = None) -> None:
         self.settings = settings
+        self.embedder = embedder
+        self._local: LocalBackend | None = None
         self.address = address
         self.progress = progress
         self.on_embed_batch = on_embed_batch
@@ -173,6 +175,16 @@ class RayBackend(Backend):
     # --- the two stages -----------------------------------------------------------------------------
 
     def read_and_chunk(self, pending: Sequence[Pending], params: ChunkParams) -> list[Parsed]:
+        if sum(len(p.data) for p in pending) < self.settings.ray_min_bytes:
+            log.info("%d changed file(s) under ray_min_bytes: reading, chunking and embedding on the driver",
+                     len(pending))
+            self._local = LocalBackend(self.embedder or _worker_embedder(self.spec), self.settings.batch_size,
+                                       on_embed_batch=self.on_embed_batch)
+            return self._local.read_and_chunk(pending, params)
+        self._local = None
+        return self._cluster_read_and_chunk(pending, params)
+
+    def _cluster_read_and_chunk(self, pending: Sequence[Pending], params: ChunkParams) -> list[Parsed]:
         import pyarrow as pa
 
         ray = require_ray()
@@ -184,7 +196,7 @@ class RayBackend(Backend):
         blocks = _slices(table, min(len(pending), max(1, int(ray.cluster_resources().get("CPU", 1))) * 4))
         dataset = ray.data.from_arrow(blocks).map(
             _parse_row, fn_kwargs={"spec": self.spec, "params": params},
-            num_cpus=min(1.0, float(self.settings.ray_cpus_per_actor)), max_retries=TASK_RETRIES)
+            num_cpus=1)
         rows = _run(lambda: dataset.take_all(), "reading and chunking")
         rows.sort(key=lambda r: r["seq"])
         if [r["seq"] for r in rows] != list(range(len(pending))):
@@ -192,6 +204,13 @@ class RayBackend(Backend):
         return [_parsed_from_row(row) for row in rows]
 
     def embed(self, texts: Sequence[str], stats: EmbedStats) -> np.ndarray:
+        if self._local is not None:
+            vectors = self._local.embed(texts, stats)
+            stats.per_node = {"driver": count for count in stats.per_node.values()}
+            return vectors
+        return self._cluster_embed(texts, stats)
+
+    def _cluster_embed(self, texts: Sequence[str], stats: EmbedStats) -> np.ndarray:
         import pyarrow as pa
 
         ray = require_ray()
@@ -205,8 +224,9 @@ class RayBackend(Backend):
         size = min(size, len(blocks))
         dataset = ray.data.from_arrow(blocks).map_batches(
             _Encoder, fn_constructor_kwargs={"spec": self.spec}, batch_size=batch, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2), udf_modifying_row_count=False,
-            max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES, **resources)
+            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2),
+            udf_modifying_row_count=False,
+            **resources)
         log.info("embedding %d passages on %d Ray actor(s) (%s each)", len(texts), size, resources)
 
         def collect():

@@ -43,13 +43,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .embed import embedder_for
 
     settings = _settings(args)
-    backend = None
     if args.ray is not None:
-        from .build_ray import RayBackend, require_ray
+        from .build_ray import require_ray
 
         require_ray()  # says how to install Ray before the model loads
-        backend = RayBackend(settings, args.ray or settings.ray_address, progress=True)
     embedder = embedder_for(settings)
+    backend = None
+    if args.ray is not None:
+        from .build_ray import RayBackend
+
+        backend = RayBackend(settings, args.ray or settings.ray_address, embedder=embedder, progress=True)
     report = build_index(settings, embedder, progress=True, backend=backend)
     print(report.summary())
     return 0

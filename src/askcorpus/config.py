@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # build; "auto": join the running one; "host:port": its head node), and CPUs (= ONNX threads) per model actor.
     ray_address: str | None = None
     ray_cpus_per_actor: int = Field(1, ge=1, le=256)
+    # New and changed files smaller than this in all are read, chunked and embedded by the driver itself: a Ray
+    # build pays ~8 s to start its workers and load the model in each (bench section 8), more than small
+    # changes cost here. 0 sends every change to the cluster.
+    ray_min_bytes: int = Field(262_144, ge=0)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":

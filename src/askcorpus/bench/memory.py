@@ -87,10 +87,13 @@ def run(settings: Settings, sentences: list[str], *, quick: bool, log=print) -> 
     log(f"  dense indexes at {n:,} passages...")
     dense = dense_bytes(vectors, settings)
     log("  BM25 and the passage table...")
-    parts = dense | {"bm25": lexical_bytes(texts), "passage table": table_bytes(texts)}
+    # LoadedIndex also holds every document's text once: a passage's text less the overlap with the next one.
+    shared = settings.chunk_overlap / settings.chunk_tokens
+    parts = dense | {"bm25": lexical_bytes(texts), "passage table": table_bytes(texts),
+                     "document texts (estimated)": sum(map(len, texts)) * (1 - shared) / n}
     for name, per in parts.items():
         section.rows.append([name, per, *[None] * len(NODE_GB)])
-    common = parts["bm25"] + parts["passage table"]
+    common = parts["bm25"] + parts["passage table"] + parts["document texts (estimated)"]
     # What a loaded index holds: the dense index (its own copy of the vectors for flat and HNSW; vectors.npy
     # is memory-mapped and only touched to reuse rows at build time), BM25 and the passage table.
     totals = {"whole index, flat": parts["flat"] + common, "whole index, hnsw": parts["hnsw"] + common,

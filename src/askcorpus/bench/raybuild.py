@@ -32,7 +32,10 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
     corpus = work / "ray-corpus"
     write_corpus(documents, corpus)
     local = settings.with_overrides(corpus=corpus, index=work / "ray-local-index")
-    remote = settings.with_overrides(corpus=corpus, index=work / "ray-remote-index")
+    # The full build goes to the cluster whatever its size (ray_min_bytes 0); the first added document as
+    # configured, the second forced onto the cluster.
+    remote = settings.with_overrides(corpus=corpus, index=work / "ray-remote-index", ray_min_bytes=0)
+    configured = remote.with_overrides(ray_min_bytes=settings.ray_min_bytes)
     cpus = os.cpu_count() or 1
 
     local_report = build_index(local, embedder)
@@ -43,9 +46,12 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
         full = build_index(remote, embedder, backend=RayBackend(remote))
         full_pps = full.passages / full.seconds
         log(f"  Ray build: {full.seconds:.1f}s (cluster start-up {startup_s:.1f}s apart)")
-        (corpus / "doc_new.txt").write_text(synthetic_documents(sentences, 1, seed=10_001,
-                                                                sentences_per_doc=(4, 14))[0], encoding="utf-8")
-        added = build_index(remote, embedder, backend=RayBackend(remote))
+        extra = synthetic_documents(sentences, 2, seed=10_001, sentences_per_doc=(4, 14))
+        (corpus / "doc_new.txt").write_text(extra[0], encoding="utf-8")
+        # As configured (a change under ray_min_bytes is embedded by the driver), then forced onto the cluster.
+        added = build_index(configured, embedder, backend=RayBackend(configured, embedder=embedder))
+        (corpus / "doc_new2.txt").write_text(extra[1], encoding="utf-8")
+        forced = build_index(remote, embedder, backend=RayBackend(remote))
         local_added = build_index(local, embedder)
     finally:
         ray.shutdown()
@@ -56,8 +62,11 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
         ["local build (this process)", local_report.embedded_passages, local_report.seconds, local_pps, None],
         [f"Ray build (local cluster, {cpus} CPUs)", full.embedded_passages, full.seconds, full_pps, throughput],
         ["  Ray cluster start-up (not in the build)", "", startup_s, None, None],
-        ["Ray: add one document", added.embedded_passages, added.seconds, None, fraction],
-        ["local: add one document", local_added.embedded_passages, local_added.seconds, None,
+        [f"Ray: add one document (under ray_min_bytes {configured.ray_min_bytes:,}: on the driver)",
+         added.embedded_passages, added.seconds, None, fraction],
+        ["Ray: add one document, forced onto the cluster (ray_min_bytes 0)", forced.embedded_passages,
+         forced.seconds, None, ratio(forced.seconds, full.seconds)],
+        ["local: add two documents (the same two)", local_added.embedded_passages, local_added.seconds, None,
          ratio(local_added.seconds, local_report.seconds)],
     ]
     section.checks += [
@@ -68,7 +77,8 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
         Check("Ray build = local build (passages, vectors within 1e-5)", same["summary"], same["equal"]),
     ]
     section.data = {"local_build_s": local_report.seconds, "ray_build_s": full.seconds, "startup_s": startup_s,
-                    "passages": full.passages, "add_one_s": added.seconds, "local_add_one_s": local_added.seconds,
+                    "passages": full.passages, "add_one_s": added.seconds, "add_one_forced_s": forced.seconds,
+                    "local_add_two_s": local_added.seconds,
                     "throughput_ratio": throughput, "add_one_fraction": fraction, "same_output": same}
     if not quick:
         section.data["two_nodes"] = two_node_share(remote.with_overrides(index=work / "ray-two-node-index"),
