@@ -67,7 +67,8 @@ def table_bytes(texts: list[str]) -> float:
         passages, position = [], 0
         table = {"doc": [], "start": [], "end": [], "tokens": []}
         for i, text in enumerate(texts):
-            passages.append(Passage(f"doc_{i // 20:05d}.txt", position, position + len(text), "".join(text), 100 + i % 50))
+            copy = "".join(text)  # its own string, as slicing the document's text makes one
+            passages.append(Passage(f"doc_{i // 20:05d}.txt", position, position + len(text), copy, 100 + i % 50))
             for key, value in zip(table, (i // 20, position, position + len(text), 100 + i % 50)):
                 table[key].append(int(str(value)))  # fresh ints, as json.loads makes them
             position += len(text) + 1
