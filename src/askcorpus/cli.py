@@ -43,8 +43,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .embed import embedder_for
 
     settings = _settings(args)
+    if args.ray is not None:
+        from .build_ray import require_ray
+
+        require_ray()  # says how to install Ray before the model loads
     embedder = embedder_for(settings)
-    report = build_index(settings, embedder, progress=True)
+    backend = None
+    if args.ray is not None:
+        from .build_ray import RayBackend
+
+        backend = RayBackend(settings, args.ray or settings.ray_address, embedder=embedder, progress=True)
+    report = build_index(settings, embedder, progress=True, backend=backend)
     print(report.summary())
     return 0
 
@@ -120,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="build or update the index of a corpus folder")
+    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="read, chunk and embed on a Ray cluster: 'auto' joins the running one, host:port "
+                            "a given one, none starts a local one (default: $ASKCORPUS_RAY_ADDRESS)")
     _add_paths(index)
     index.set_defaults(func=cmd_index)
 

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16_384, ge=256)
     reload_interval: float = Field(2.0, ge=0.0)
 
+    # Ray builds (`askcorpus index --ray`, docs/ray.md): where the cluster is (None: start a local one for the
+    # build; "auto": join the running one; "host:port": its head node), and CPUs (= ONNX threads) per model actor.
+    ray_address: str | None = None
+    ray_cpus_per_actor: int = Field(1, ge=1, le=256)
+    # New and changed files smaller than this in all are read, chunked and embedded by the driver itself: a Ray
+    # build pays ~8 s to start its workers and load the model in each (bench section 10), more than small
+    # changes cost here. 0 sends every change to the cluster.
+    ray_min_bytes: int = Field(262_144, ge=0)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_tokens:
