@@ -41,8 +41,10 @@ def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from .build import build_index
     from .embed import embedder_for
+    from .ingest import check_corpus
 
     settings = _settings(args)
+    check_corpus(settings.corpus)  # before the model loads (and exports itself under the index folder)
     embedder = embedder_for(settings)
     report = build_index(settings, embedder, progress=True)
     print(report.summary())
@@ -143,7 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--modes", default=None,
                           help="comma-separated, e.g. hybrid,hybrid+rerank (default: every mode, each also "
                                "reranked unless --no-rerank)")
-    evaluate.add_argument("--split", default=None, help="only questions of this split (dev or test)")
+    evaluate.add_argument("--split", default=None, help="only questions of this split (default: all questions)")
+    evaluate.add_argument("--beir", type=Path, default=None, metavar="DIR",
+                          help="score a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) instead: "
+                               "nDCG@10 and Recall@100 per mode")
     evaluate.add_argument("-k", type=int, default=10)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None)

@@ -66,6 +66,19 @@ def find_sources(root: Path) -> tuple[list[SourceFile], list[Skipped]]:
     return sources, skipped
 
 
+def check_corpus(root: Path) -> int:
+    """How many supported files `root` holds; IngestError when it is missing or holds none.
+
+    Cheap (no file is read), so commands call it before loading a model: a command that fails on its
+    corpus leaves nothing behind.
+    """
+    sources, skipped = find_sources(root)
+    if not sources:
+        found = f" ({len(skipped)} other files skipped)" if skipped else ""
+        raise IngestError(f"corpus folder {root} holds no {', '.join(SUPPORTED_SUFFIXES)} files{found}")
+    return len(sources)
+
+
 def read_document(source: SourceFile, data: bytes | None = None) -> Document:
     """Read one file into a Document, or raise IngestError saying why it cannot be used."""
     if data is None:
