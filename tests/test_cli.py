@@ -28,3 +28,21 @@ def test_a_corpus_without_documents_leaves_nothing_behind(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds no .txt" in err and "(1 other files skipped)" in err
     assert not (tmp_path / "index").exists()
+
+
+def test_results_are_shown_under_their_documents_titles():
+    from askcorpus.cli import format_response
+    from askcorpus.records import Answer, Passage, Result, SearchResponse
+
+    text = "Current ISKP Leadership\n\nISKP is led by Sanaullah Ghafari."
+    passage = Passage("004_x.txt", 0, len(text), text, tokens=12)
+    answer = Answer("ISKP is led by Sanaullah Ghafari.", "004_x.txt", 25, len(text), 0.97)
+    response = SearchResponse(query="Who leads ISKP?", mode="hybrid", answer=answer, reranked=True,
+                              results=(Result(rank=1, passage_id=0, passage=passage, score=1.4, page=3,
+                                              rerank_score=9.17),))
+    shown = format_response(response, titles={"004_x.txt": "Security threats"})
+    assert shown.splitlines()[3] == "        Security threats [25:58]  confidence 0.97"
+    assert " 1. Security threats\n    004_x.txt p.3 [0:58]  rerank +9.17 (first stage 1.4000)  12 tokens\n" in shown
+    assert "[[ISKP is led by Sanaullah Ghafari.]]" in shown
+    # Without titles (or a document missing from them) the doc_id stands in.
+    assert " 1. 004_x.txt\n" in format_response(response)

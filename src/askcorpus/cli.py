@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from .config import MODES, Settings
 from .errors import AskcorpusError
@@ -64,12 +65,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(response.to_dict(), ensure_ascii=False))
     else:
-        print(format_response(response, color=sys.stdout.isatty()))
+        titles = {doc_id: document.title for doc_id, document in searcher.index.documents.items()}
+        print(format_response(response, color=sys.stdout.isatty(), titles=titles))
     return 0
 
 
-def format_response(response: SearchResponse, color: bool = False) -> str:
-    """Human-readable results: the answer, then each passage with its citation, the answer marked."""
+def format_response(response: SearchResponse, color: bool = False, titles: Mapping[str, str] | None = None) -> str:
+    """Human-readable results: the answer, then each passage under its document's title with its citation,
+    the answer marked."""
+    titles = titles or {}
     bold, dim, reset = ("\033[1;33m", "\033[2m", "\033[0m") if color else ("", "", "")
     mark_open, mark_close = (bold, reset) if color else ("[[", "]]")
     lines = [f"Q: {response.query}  ({response.mode}{', reranked' if response.reranked else ''})", ""]
@@ -78,15 +82,17 @@ def format_response(response: SearchResponse, color: bool = False) -> str:
         lines.append("Answer: none found in the corpus with enough confidence.")
     else:
         lines.append(f"Answer: {answer.text}")
-        lines.append(f"        {dim}{answer.doc_id} [{answer.start}:{answer.end}]  confidence {answer.score:.2f}{reset}")
+        source = titles.get(answer.doc_id, answer.doc_id)
+        lines.append(f"        {dim}{source} [{answer.start}:{answer.end}]  confidence {answer.score:.2f}{reset}")
     lines.append("")
     for result in response.results:
         passage = result.passage
         page = f" p.{result.page}" if result.page else ""
-        scores = f"{result.score:.4f}" if result.rerank_score is None \
-            else f"{result.rerank_score:+.2f} {dim}(first stage {result.score:.4f}){reset}"
-        lines.append(f"{result.rank:>2}. {scores}  {passage.doc_id}{page} [{passage.start}:{passage.end}]"
-                     f"  {dim}{passage.tokens} tokens{reset}")
+        scores = f"score {result.score:.4f}" if result.rerank_score is None \
+            else f"rerank {result.rerank_score:+.2f} (first stage {result.score:.4f})"
+        lines.append(f"{result.rank:>2}. {titles.get(passage.doc_id, passage.doc_id)}")
+        lines.append(f"    {dim}{passage.doc_id}{page} [{passage.start}:{passage.end}]  {scores}  "
+                     f"{passage.tokens} tokens{reset}")
         text = passage.text
         if answer is not None and answer.doc_id == passage.doc_id and passage.start <= answer.start < passage.end:
             a, b = answer.start - passage.start, min(answer.end, passage.end) - passage.start
