@@ -46,3 +46,16 @@ def test_results_are_shown_under_their_documents_titles():
     assert "[[ISKP is led by Sanaullah Ghafari.]]" in shown
     # Without titles (or a document missing from them) the doc_id stands in.
     assert " 1. 004_x.txt\n" in format_response(response)
+
+
+def test_a_setting_out_of_range_is_one_line_naming_the_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ASKCORPUS_K", "500")
+    assert cli_main(["ask", "anything?", "--index", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("askcorpus: error: ASKCORPUS_K: Input should be less than or equal to 100 (got '500')")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.delenv("ASKCORPUS_K")
+    monkeypatch.setenv("ASKCORPUS_CHUNK_OVERLAP", "200")
+    assert cli_main(["index", "--index", str(tmp_path / "index")]) == 2
+    assert "chunk_overlap (200) must be smaller than chunk_tokens (128)" in capsys.readouterr().err
+    assert not (tmp_path / "index").exists()

@@ -10,9 +10,21 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+from pydantic import ValidationError
+
 from .config import MODES, Settings
 from .errors import AskcorpusError
 from .records import SearchResponse
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A Settings validation error as one line naming each variable: "ASKCORPUS_K: Input should be ... (got '500')"."""
+    problems = []
+    for item in error.errors():
+        name = "ASKCORPUS_" + "_".join(str(part) for part in item["loc"]).upper() if item["loc"] else "settings"
+        got = f" (got {item['input']!r})" if item["loc"] else ""
+        problems.append(f"{name}: {item['msg']}{got}")
+    return "; ".join(problems)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -187,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except AskcorpusError as error:
         print(f"askcorpus: error: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:  # a setting out of range, from the environment or the command line
+        print(f"askcorpus: error: {settings_problems(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("askcorpus: interrupted", file=sys.stderr)
