@@ -49,4 +49,5 @@ def test_other_documented_variables_are_read_by_the_code():
     pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     for page in pages:
         for variable in set(re.findall(r"ASKCORPUS_[A-Z0-9_]*[A-Z0-9]", page.read_text(encoding="utf-8"))):
-            assert variable in settings or f'"{variable}"' in source, f"{page.name} names {variable}, which nothing reads"
+            assert variable in settings or f'"{variable}"' in source, (
+                f"{page.name} names {variable}, which nothing reads")

@@ -21,8 +21,8 @@ from .suite import EvalResult, ModeResult, QuestionRun, default_modes, evaluate,
 
 __all__ = [
     "KINDS", "SPLITS", "EvalResult", "ModeResult", "QAFormatError", "QAItem", "QuestionRun", "Span",
-    "blocking_problems", "check_qa", "evaluate", "format_table", "is_relevant", "load_qa", "main", "parse_modes", "to_json",
-    "write_report",
+    "blocking_problems", "check_qa", "evaluate", "format_table", "is_relevant", "load_qa", "main", "parse_modes",
+    "to_json", "write_report",
 ]
 
 

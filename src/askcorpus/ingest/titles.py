@@ -12,7 +12,8 @@ _LEADING_LINES = 4
 
 _MONTHS = ("january february march april may june july august september october november december "
            "jan feb mar apr jun jul aug sep sept oct nov dec").split()
-_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun".split()
+_WEEKDAYS = ("monday tuesday wednesday thursday friday saturday sunday "
+             "mon tue tues wed thu thur thurs fri sat sun").split()
 _DATE_WORDS = frozenset(_MONTHS + _WEEKDAYS + ["am", "pm", "at", "of", "the", "utc", "gmt", "updated", "published"])
 _DATE_TOKEN = re.compile(r"\d{1,4}(st|nd|rd|th)?|\d{1,2}:\d{2}(:\d{2})?|\d{1,4}([-/.]\d{1,4}){1,2}")
 _BYLINE = re.compile(r"^(by|posted by|written by|author|authors|words by)\b[:\s]*", re.IGNORECASE)
