@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import AskcorpusError
 from ..records import Document
 
+# The labels of askcorpus's own set (evals/qa.jsonl); a user's set may use any others. The report lists these
+# kinds first, in this order, then any others alphabetically.
 SPLITS: tuple[str, ...] = ("dev", "test")
 KINDS: tuple[str, ...] = ("factoid", "paraphrase", "why_how", "list", "multi_doc", "unanswerable")
 # Kinds whose answer may be assembled from several pieces of the evidence ("A, B and C").
