@@ -22,14 +22,15 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 QUESTION = "What is the primary threat in the region according to the USIP report?"
-# What the page names each seed by: the title the reader found in the text, or the file name made readable.
+# What the page names each seed by: the title the reader found in the text, or (hash-named files without a
+# title line) the text's opening words.
 SEED_TITLES = {
     "000_455900a64ecf7b1d.txt": "Taliban’s return to power has increased threats of regional terrorism, USIP report",
     "001_6ed2f81b91fb4ea5.txt": "The Rising Menace Of ISKP: A Ticking Time Bomb For Regional Peace – OpEd",
     "002_820a792f755c5fcd.txt": "Importance of regional cooperation to counter Islamic State Khorasan (ISKP)",
-    "003_ISKP_after_the_defeat_of_ISIS.txt": "ISKP after the defeat of ISIS",
-    "004_Security_threats_in_and_from_Taliban-ruled_Afghanistan.txt":
-        "Security threats in and from Taliban-ruled Afghanistan",
+    "003_dc03f2a25593d1c1.txt": "After the defeat of the Islamic State of Iraq and Syria (ISIS)",
+    "004_9b6637ebe242a1f9.txt":
+        "Following the U.S. withdrawal from Afghanistan in late August 2021",
 }
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 740}}
 

@@ -15,7 +15,7 @@ from askcorpus.errors import QueryError
 from askcorpus.records import Hit
 from askcorpus.search import MISSING_Z, reciprocal_rank_fusion, validate_query, zscore_fusion
 
-LEADER_DOC = "004_Security_threats_in_and_from_Taliban-ruled_Afghanistan.txt"
+LEADER_DOC = "004_9b6637ebe242a1f9.txt"
 
 
 def test_rrf_sums_reciprocal_ranks_and_breaks_ties_by_id():

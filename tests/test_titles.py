@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from askcorpus.ingest import SourceFile, load_corpus, read_document
-from askcorpus.ingest.titles import is_byline, is_date, plain_title, readable_file_name
+from askcorpus.ingest.titles import is_byline, is_date, opening_title, plain_title, readable_file_name
 
 from test_ingest import make_pdf
 
@@ -52,7 +52,7 @@ def test_plain_title_skips_leading_dates_and_bylines():
     ("003_ISKP_after_the_defeat_of_ISIS.txt", "ISKP after the defeat of ISIS"),
     ("004_Taliban-ruled_Afghanistan.txt", "Taliban-ruled Afghanistan"),
     ("notes 2.md", "Notes 2"),
-    ("004_9b6637ebe242a1f9.txt", "004_9b6637ebe242a1f9.txt"),  # nothing readable left: the name as it is
+    ("004_9b6637ebe242a1f9.txt", ""),  # nothing readable left
 ])
 def test_file_names_made_readable(doc_id, readable):
     assert readable_file_name(doc_id) == readable
@@ -90,5 +90,22 @@ def test_seed_titles_name_their_documents(seeds_dir):
         assert title != doc_id and not is_date(title) and not title.endswith(".") and len(title) <= 150
     assert titles["002_820a792f755c5fcd.txt"] == (
         "Importance of regional cooperation to counter Islamic State Khorasan (ISKP)")
-    assert titles["004_Security_threats_in_and_from_Taliban-ruled_Afghanistan.txt"] == (
-        "Security threats in and from Taliban-ruled Afghanistan")
+    # Hash-named, no title line: the opening words, past the date line "30 Dec".
+    assert titles["004_9b6637ebe242a1f9.txt"] == "Following the U.S. withdrawal from Afghanistan in late August 2021"
+
+
+@pytest.mark.parametrize("text,title", [
+    ("After the defeat of ISIS (the group), what remains has gone underground. More.", "After the defeat of ISIS (the group)"),
+    ("30 Dec\n\nBy Jane Doe\nThe U.S. left in 2021; the Taliban took control. Then more.", "The U.S. left in 2021"),
+    ("In 2021, the Taliban took control of the whole country.", "In 2021, the Taliban took control of the whole country"),
+    (" ".join(f"w{i}" for i in range(30)) + ".", " ".join(f"w{i}" for i in range(12)) + " …"),
+    ("\n\n30 Dec\n", ""),
+])
+def test_opening_words_title_a_text_without_title_line(text, title):
+    assert opening_title(text) == title
+
+
+def test_a_hash_named_file_without_title_line_is_titled_by_its_opening_words(tmp_path):
+    data = b"Following the withdrawal in August, the Taliban ended up in control.\n\nMore.\n"
+    assert _title(tmp_path, "004_9b6637ebe242a1f9.txt", data) == "Following the withdrawal in August"
+    assert _title(tmp_path, "9b6637ebe242a1f9.txt", b"30 Dec\n") == "9b6637ebe242a1f9.txt"  # nothing else to go by

@@ -13,7 +13,7 @@ from ..records import Document
 from .docx import read_docx
 from .pdf import read_pdf
 from .text import Read, read_html, read_markdown, read_plain
-from .titles import readable_file_name
+from .titles import fallback_title
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def read_document(source: SourceFile, data: bytes | None = None) -> Document:
         doc_id=source.doc_id,
         text=text,
         sha256=hashlib.sha256(data).hexdigest(),
-        title=title or readable_file_name(source.doc_id),
+        title=title or fallback_title(source.doc_id, text),
         page_starts=page_starts,
     )
 

@@ -93,8 +93,47 @@ def first_title(*candidates: str | None) -> str:
     return ""
 
 
+# An opening shorter than this many words is not cut at a clause break ("In 2021, ..." is no title).
+_MIN_OPENING_WORDS = 4
+_OPENING_WORDS = 12
+_CLAUSE_BREAK = re.compile(r"[,;:]\s|\s[–—-]\s")
+_SENTENCE_END = re.compile(r"(?<![A-Z])[.!?](?=\s|$)")
+
+
+def opening_title(text: str) -> str:
+    """The opening words of a text that has no title line: its first sentence (after leading dates and
+    bylines) up to the first clause break, or its first twelve words and an ellipsis; "" when it has no words.
+
+    "After the defeat of the Islamic State of Iraq and Syria (ISIS), what remains ..." ->
+    "After the defeat of the Islamic State of Iraq and Syria (ISIS)".
+    """
+    for raw in text.splitlines():
+        line = clean(raw)
+        if not line or is_date(line) or is_byline(line):
+            continue
+        end = _SENTENCE_END.search(line)
+        sentence = line[: end.start()] if end else line
+        for brk in _CLAUSE_BREAK.finditer(sentence):
+            head = sentence[: brk.start()].strip()
+            if len(head.split()) >= _MIN_OPENING_WORDS:
+                sentence = head
+                break
+        words = sentence.split()
+        if len(words) > _OPENING_WORDS or len(sentence) > MAX_TITLE_CHARS:
+            return " ".join(words[:_OPENING_WORDS]).rstrip(",;:") + " …"
+        return sentence
+    return ""
+
+
+def fallback_title(doc_id: str, text: str) -> str:
+    """When no format rule finds a title: the file name made readable, else (a hash-like name) the text's
+    opening words, else the file name as it is."""
+    return readable_file_name(doc_id) or opening_title(text) or PurePosixPath(doc_id).name
+
+
 def readable_file_name(doc_id: str) -> str:
-    """`reports/2023-annual-report.pdf` -> "Annual report": no folder, suffix, leading number or hash.
+    """`reports/2023-annual-report.pdf` -> "Annual report": no folder, suffix, leading number or hash; ""
+    when nothing readable is left (`004_9b6637ebe242a1f9.txt`).
 
     Underscores separate words; hyphens do too, unless the name also has underscores or spaces
     (`003_Taliban-ruled_Afghanistan` -> "Taliban-ruled Afghanistan").
@@ -106,6 +145,6 @@ def readable_file_name(doc_id: str) -> str:
         words.pop(0)
     words = [w for w in words if not _HEX_RUN.match(w)]
     if not words:
-        return PurePosixPath(doc_id).name
+        return ""
     readable = " ".join(words)
     return readable[0].upper() + readable[1:]
