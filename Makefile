@@ -48,4 +48,4 @@ browser:
 		command -v chromium >/dev/null 2>&1 || echo "chromium not available: the browser test will be skipped"; }
 
 clean:
-	rm -rf $(VENV) index/CURRENT index/builds index/.lock artifacts .pytest_cache
+	rm -rf $(VENV) index/CURRENT index/builds index/beir index/.lock artifacts .pytest_cache

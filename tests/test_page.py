@@ -1,7 +1,7 @@
 """The page in a real browser: Debian's chromium, headless, driven by Playwright for Python.
 
-Types a question, submits, sees the answer and the passages, follows a citation and checks that the
-highlighted text is the cited passage. Screenshots (desktop and phone widths) go to artifacts/.
+Types a question, submits, sees the answer and the passages under their documents' titles, follows a
+citation and checks that the highlighted text is the cited passage. Screenshots (desktop and phone widths) go to artifacts/.
 """
 
 from __future__ import annotations
@@ -22,6 +22,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 QUESTION = "What is the primary threat in the region according to the USIP report?"
+# What the page names each seed by: the title the reader found in the text, or (hash-named files without a
+# title line) the text's opening words.
+SEED_TITLES = {
+    "000_455900a64ecf7b1d.txt": "Taliban’s return to power has increased threats of regional terrorism, USIP report",
+    "001_6ed2f81b91fb4ea5.txt": "The Rising Menace Of ISKP: A Ticking Time Bomb For Regional Peace – OpEd",
+    "002_820a792f755c5fcd.txt": "Importance of regional cooperation to counter Islamic State Khorasan (ISKP)",
+    "003_dc03f2a25593d1c1.txt": "After the defeat of the Islamic State of Iraq and Syria (ISIS)",
+    "004_9b6637ebe242a1f9.txt":
+        "Following the U.S. withdrawal from Afghanistan in late August 2021",
+}
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 740}}
 
 
@@ -87,6 +97,10 @@ def test_ask_read_and_follow_a_citation(browser, live, device):
         assert f"[{first['start']}:{first['end']}]" in head.locator(".meta").inner_text()
         assert f"{first['score']:.4f}" in head.locator(".meta").inner_text()
         assert first["doc_id"] in head.inner_text()
+        # Every passage is headed by its document's title.
+        shown = items.locator("a.doc-link").all_inner_texts()
+        assert shown == [SEED_TITLES[result["doc_id"]] for result in expected["results"]]
+        assert page.inner_text("#answer a.cite") == SEED_TITLES[expected["answer"]["doc_id"]]
         passage_text = head.locator(".passage").inner_text()
         assert " ".join(passage_text.split()) == " ".join(first["text"].split())
         # The matching words are highlighted.
@@ -106,6 +120,8 @@ def test_ask_read_and_follow_a_citation(browser, live, device):
         ), "the cited passage is not scrolled into view"
         document = httpx.get(f"{live}/documents/{first['doc_id']}").json()
         assert page.text_content("#doc-text") == document["text"]
+        assert page.inner_text("#doc-title") == SEED_TITLES[first["doc_id"]] == document["title"]
+        assert page.title() == SEED_TITLES[first["doc_id"]] + " · askcorpus"
         page.screenshot(path=str(ARTIFACTS / f"page-{device}-document.png"))
 
         # Back to the results, then the answer's own citation.

@@ -17,7 +17,7 @@ from .config import Settings
 from .embed import Embedder
 from .errors import AskcorpusError, EmptyCorpusError
 from .index import VectorIndex, choose_kind, create_index
-from .ingest import Skipped, find_sources
+from .ingest import READER_VERSION, Skipped, find_sources
 from .lexical import LEXICAL_VERSION, LexicalIndex
 from .produce import Backend, EmbedStats, LocalBackend, Pending
 from .records import Document, Passage
@@ -84,7 +84,8 @@ def _build_signature(settings: Settings, embedder: Embedder) -> tuple[dict, dict
     model = {"name": embedder.name, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
     params = chunk_params(settings, embedder)
     chunking = {"size": params.size, "overlap": params.overlap, "max_tokens": params.max_tokens,
-                "splitter_version": SPLITTER_VERSION, "lexical_version": LEXICAL_VERSION}
+                "splitter_version": SPLITTER_VERSION, "lexical_version": LEXICAL_VERSION,
+                "reader_version": READER_VERSION}
     return model, chunking
 
 
@@ -98,6 +99,9 @@ def _reusable(settings: Settings, embedder: Embedder, model: dict, chunking: dic
         return None, f"the previous index cannot be read ({error})"
     if previous.manifest["model"] != model:
         return None, f"model changed from {previous.manifest['model']['name']} to {model['name']}"
+    old_readers = previous.manifest["chunking"].get("reader_version", 1)
+    if old_readers != chunking["reader_version"]:
+        return None, f"documents are read differently now (reader version {old_readers} -> {READER_VERSION})"
     if previous.manifest["chunking"] != chunking:
         return None, f"chunking changed from {previous.manifest['chunking']} to {chunking}"
     return previous, None

@@ -28,18 +28,18 @@ class Settings(BaseSettings):
     device: str = "cpu"
     # What runs the model: "onnx" (ONNX Runtime on an export checked against PyTorch, made once and kept in
     # encoder_cache, default <index>/encoders) or "torch". Same vectors; ONNX answers a query in about a third
-    # of the time (README, performance). Threads: 0 = one per core.
+    # of the time (docs/performance.md). Threads: 0 = one per core.
     encoder: Literal["onnx", "torch"] = "onnx"
     encoder_cache: Path | None = None
     encoder_threads: int = Field(0, ge=0, le=256)
 
-    # Chunking, measured in the embedding model's own word pieces (see README for the numbers).
+    # Chunking, measured in the embedding model's own word pieces (docs/evaluation.md has the numbers).
     chunk_tokens: int = Field(128, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
 
     # Dense index type; "auto" picks exact search up to `approximate_above` passages. Past 20k HNSW answers
     # faster than exact search (bench, section 5: 20k flat 0.84 / HNSW 0.51 ms at recall@10 1.000; 50k 2.60 /
-    # 0.61 ms), and exact search would add over a fifth to the ~3 ms encode of a query (README, Performance).
+    # 0.61 ms), and exact search would add over a fifth to the ~3 ms encode of a query (docs/performance.md).
     index_kind: IndexKind = "auto"
     approximate_above: int = Field(20_000, ge=1)
     hnsw_m: int = Field(32, ge=4, le=128)
