@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	touch $@
 
 index: setup
@@ -48,4 +48,4 @@ browser:
 		command -v chromium >/dev/null 2>&1 || echo "chromium not available: the browser test will be skipped"; }
 
 clean:
-	rm -rf $(VENV) index/CURRENT index/builds index/.lock artifacts .pytest_cache
+	rm -rf $(VENV) index/CURRENT index/builds index/beir index/.lock artifacts .pytest_cache

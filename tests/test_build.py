@@ -161,6 +161,19 @@ def test_changing_chunking_or_model_rebuilds_everything_and_says_why(fake_settin
     assert store.load(fake_settings.index).manifest["model"]["dim"] == 32
 
 
+def test_a_new_reader_version_reads_every_document_again(fake_settings, monkeypatch):
+    """Titles and PDF text come from the readers: an index made by older readers is rebuilt, not reused."""
+    import askcorpus.build as build
+
+    build_index(fake_settings, CountingEmbedder())
+    monkeypatch.setattr(build, "READER_VERSION", build.READER_VERSION + 1)
+    embedder = CountingEmbedder()
+    report = build_index(fake_settings, embedder)
+    assert "documents are read differently now" in report.full_rebuild_reason
+    assert report.embedded_passages == report.passages > 0
+    assert build_index(fake_settings, CountingEmbedder()).up_to_date
+
+
 def test_bad_files_are_skipped_counted_and_the_rest_indexed(fake_settings, caplog):
     (fake_settings.corpus / "broken.pdf").write_bytes(b"%PDF-1.4 garbage")
     (fake_settings.corpus / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))

@@ -249,7 +249,7 @@ def test_cli_table_and_report(hashing_index, monkeypatch, capsys, tmp_path):
     "args, message",
     [
         (("--modes", "dense,sparse"), "modes must be"),
-        (("--split", "train"), "split must be"),
+        (("--split", "train"), "no question has split 'train'"),
         (("--qa", "/nonexistent/qa.jsonl"), "cannot read"),
     ],
 )
@@ -258,17 +258,37 @@ def test_cli_errors(hashing_index, monkeypatch, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_cli_warns_about_a_set_that_does_not_fit_the_index(hashing_index, monkeypatch, capsys, tmp_path):
+def _cli_with_set(hashing_index, monkeypatch, tmp_path, change) -> int:
     records = [json.loads(line) for line in hashing_index.qa.read_text().splitlines()]
-    records[0]["evidence"][0]["doc_id"] = "missing.txt"
+    change(records)
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     monkeypatch.setenv("ASKCORPUS_MODEL", "hashing-64")
-    assert cli_main(["eval", "--qa", str(qa), "--index", str(hashing_index.settings.index), "--json",
-                     "--modes", "bm25"]) == 0
+    return cli_main(["eval", "--qa", str(qa), "--index", str(hashing_index.settings.index), "--json",
+                     "--modes", "bm25"])
+
+
+def test_cli_refuses_a_set_citing_an_unknown_document(hashing_index, monkeypatch, capsys, tmp_path):
+    def change(records):
+        records[1]["evidence"][0]["doc_id"] = "missing.txt"
+
+    assert _cli_with_set(hashing_index, monkeypatch, tmp_path, change) == 2
     captured = capsys.readouterr()
-    assert "not in the corpus" in captured.err
-    assert json.loads(captured.out)["unreachable"] == ["s0"]
+    assert "line 2 (id" in captured.err and "'missing.txt', which is not in the corpus" in captured.err
+    assert captured.out == ""
+
+
+def test_cli_warns_about_answers_worded_apart_from_their_evidence(hashing_index, monkeypatch, capsys, tmp_path):
+    def change(records):
+        records[0]["answer"] = "words found nowhere in the evidence"
+        for record in records:
+            record["kind"] = "custom label"
+            record.pop("split", None)
+
+    assert _cli_with_set(hashing_index, monkeypatch, tmp_path, change) == 0
+    captured = capsys.readouterr()
+    assert "warning: 1 problem(s)" in captured.err and "does not appear in its evidence" in captured.err
+    assert set(json.loads(captured.out)["by_kind"]["bm25"]) == {"custom label"}
 
 
 # --- agreement with ranx --------------------------------------------------------------------------
@@ -371,3 +391,19 @@ def test_abstention_sweep_counts_questions_below_each_threshold():
     assert [r["abstention_accuracy"] for r in rows] == [0.5, 1.0, 1.0, 1.0]
     assert [r["false_abstention"] for r in rows] == [0.0, 0.0, 0.5, 1.0]
     assert confidence(-1.0) < 0.5 < confidence(2.0) < 0.9
+
+
+def test_terminal_table_shows_each_kind_and_the_abstention_sweep(hashing_index, monkeypatch, capsys):
+    assert _cli(hashing_index, monkeypatch, "--modes", "hybrid,hybrid+rerank", "--split", "test") == 0
+    out = capsys.readouterr().out
+    questions = load_qa(hashing_index.qa, split="test")
+    kinds = {item.kind for item in questions}
+    section = out.split("Per kind")[1]
+    for kind in kinds:
+        row = next(line for line in section.splitlines() if line.startswith(kind + " "))
+        count = sum(1 for item in questions if item.kind == kind)
+        assert row.split()[1] == str(count)
+    sweep = out.split("hybrid+rerank: abstention by confidence threshold")[1].splitlines()
+    thresholds = [line.split()[0] for line in sweep[3:] if line.strip() and line.split()[0][0].isdigit()]
+    assert len(thresholds) == 10 and thresholds[0] == "0.05"
+    assert "hybrid: abstention by confidence threshold" not in out  # only reranked modes have one

@@ -1,7 +1,7 @@
 """The page in a real browser: Debian's chromium, headless, driven by Playwright for Python.
 
-Types a question, submits, sees the answer and the passages, follows a citation and checks that the
-highlighted text is the cited passage. Screenshots (desktop and phone widths) go to artifacts/.
+Types a question, submits, sees the answer and the passages under their documents' titles, follows a
+citation and checks that the highlighted text is the cited passage. Screenshots (desktop and phone widths) go to artifacts/.
 """
 
 from __future__ import annotations
@@ -22,6 +22,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 QUESTION = "What is the primary threat in the region according to the USIP report?"
+# What the page names each seed by: the title the reader found in the text, or (hash-named files without a
+# title line) the text's opening words.
+SEED_TITLES = {
+    "000_455900a64ecf7b1d.txt": "Taliban’s return to power has increased threats of regional terrorism, USIP report",
+    "001_6ed2f81b91fb4ea5.txt": "The Rising Menace Of ISKP: A Ticking Time Bomb For Regional Peace – OpEd",
+    "002_820a792f755c5fcd.txt": "Importance of regional cooperation to counter Islamic State Khorasan (ISKP)",
+    "003_dc03f2a25593d1c1.txt": "After the defeat of the Islamic State of Iraq and Syria (ISIS)",
+    "004_9b6637ebe242a1f9.txt":
+        "Following the U.S. withdrawal from Afghanistan in late August 2021",
+}
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 740}}
 
 
@@ -87,6 +97,10 @@ def test_ask_read_and_follow_a_citation(browser, live, device):
         assert f"[{first['start']}:{first['end']}]" in head.locator(".meta").inner_text()
         assert f"{first['score']:.4f}" in head.locator(".meta").inner_text()
         assert first["doc_id"] in head.inner_text()
+        # Every passage is headed by its document's title.
+        shown = items.locator("a.doc-link").all_inner_texts()
+        assert shown == [SEED_TITLES[result["doc_id"]] for result in expected["results"]]
+        assert page.inner_text("#answer a.cite") == SEED_TITLES[expected["answer"]["doc_id"]]
         passage_text = head.locator(".passage").inner_text()
         assert " ".join(passage_text.split()) == " ".join(first["text"].split())
         # The matching words are highlighted.
@@ -106,6 +120,8 @@ def test_ask_read_and_follow_a_citation(browser, live, device):
         ), "the cited passage is not scrolled into view"
         document = httpx.get(f"{live}/documents/{first['doc_id']}").json()
         assert page.text_content("#doc-text") == document["text"]
+        assert page.inner_text("#doc-title") == SEED_TITLES[first["doc_id"]] == document["title"]
+        assert page.title() == SEED_TITLES[first["doc_id"]] + " · askcorpus"
         page.screenshot(path=str(ARTIFACTS / f"page-{device}-document.png"))
 
         # Back to the results, then the answer's own citation.
@@ -130,3 +146,63 @@ def test_bad_input_is_shown_not_thrown(browser, live):
         assert "root:" not in page.inner_text("#doc-text")
     finally:
         page.close()
+
+
+def _page_order(page) -> list[tuple[str, str]]:
+    """(document, [start:end]) of each listed passage, top first, as the page shows them."""
+    items = page.locator("#results li.result")
+    return [(items.nth(i).locator(".doc-id").inner_text(),
+             items.nth(i).locator(".meta").inner_text().split(" · ")[1])
+            for i in range(items.count())]
+
+
+def _api_order(body: dict) -> list[tuple[str, str]]:
+    return [(r["doc_id"], f"[{r['start']}:{r['end']}]") for r in body["results"]]
+
+
+def test_rerank_control_switches_order_and_answer(browser, live):
+    """Reranked by default (the reranker's order, scores and answer); unticking the control asks again without
+    it, shows the first stage's order and answer, and keeps the choice in the address."""
+    from playwright.sync_api import expect
+
+    question = "Who wrote the op-ed about ISKP and the Taliban?"
+    reranked = httpx.post(live + "/search", json={"query": question, "k": 10}, timeout=60).json()
+    first_stage = httpx.post(live + "/search", json={"query": question, "k": 10, "rerank": False}, timeout=60).json()
+    assert reranked["reranked"] and not first_stage["reranked"]
+    assert _api_order(reranked) != _api_order(first_stage), "pick a question whose order the reranker changes"
+
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    try:
+        page.goto(live + "/")
+        assert page.is_checked("#rerank")
+        page.fill("#q", question)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        assert page.text_content("#results-label") == "Passages, reranked"
+        assert _page_order(page) == _api_order(reranked)
+        head_meta = page.locator("#results li.result").nth(0).locator(".meta").inner_text()
+        assert f"rerank {reranked['results'][0]['rerank_score']:.2f}" in head_meta
+        assert f"first stage {reranked['results'][0]['score']:.4f}" in head_meta
+        _assert_answer_shown(page, reranked["answer"])
+
+        page.uncheck("#rerank")  # asks again at once
+        expect(page.locator("#results-label")).to_have_text("Passages", timeout=30_000)  # textContent, exactly
+        assert "rerank=0" in page.evaluate("location.hash")
+        assert _page_order(page) == _api_order(first_stage)
+        assert "rerank " not in page.locator("#results li.result").nth(0).locator(".meta").inner_text()
+        _assert_answer_shown(page, first_stage["answer"])
+
+        page.reload()  # the choice lives in the address
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        assert not page.is_checked("#rerank")
+        assert page.text_content("#results-label") == "Passages"
+    finally:
+        page.close()
+
+
+def _assert_answer_shown(page, answer: dict | None) -> None:
+    text = page.inner_text("#answer-text").strip()
+    if answer is None:
+        assert text.startswith("No confident answer")
+    else:
+        assert text == answer["text"].strip()

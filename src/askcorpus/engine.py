@@ -9,6 +9,7 @@ from .build import BuildReport, build_index
 from .config import Settings
 from .embed import Embedder, embedder_for
 from .errors import IndexNotFoundError
+from .ingest import check_corpus
 from .rerank import Reranker, reranker_for
 from .search import Searcher
 from . import store
@@ -31,8 +32,16 @@ def open_searcher(settings: Settings, embedder: Embedder | None = None, *, build
                   reranker: Reranker | None = None) -> Searcher:
     """Load the models and the index named by `settings`; build the index first if asked and it is missing.
 
-    The reranker loads first: a missing or damaged reranker file fails before anything is built.
+    The reranker loads first: a missing or damaged reranker file fails before anything is built. A missing
+    index is noticed before any model loads, and so is a corpus it could not be built from: a failing
+    command writes nothing (the encoder's export included).
     """
+    try:
+        store.current_build(settings.index)
+    except IndexNotFoundError:
+        if not build_if_missing:
+            raise
+        check_corpus(settings.corpus)
     reranker = reranker or reranker_for(settings)
     embedder = embedder or embedder_for(settings)
     try:

@@ -43,3 +43,7 @@ class EncoderExportError(AskcorpusError):
 
 class RerankerError(AskcorpusError):
     """The reranker's files are missing, damaged, or not a cross-encoder askcorpus can run."""
+
+
+class ClusterError(AskcorpusError):
+    """The Ray cluster a build was sent to cannot be reached or failed the build (nothing was written)."""

@@ -79,7 +79,7 @@ class OnnxEmbedder(Embedder):
         self._tokenizer.no_padding()  # each model call pads to its own longest text (see length_groups)
         self._pad_id = int(info["pad_id"])
         # Model calls running side by side: ONNX Runtime keeps more of the CPU busy with two short calls at
-        # once than with one call spread over two threads (README, Performance: "Encoding in length groups").
+        # once than with one call spread over two threads (docs/performance.md: "Encoding in length groups").
         self.lanes = max(1, min(MAX_LANES, threads or os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="askcorpus-encode") if self.lanes > 1 else None
         self.name = name

@@ -4,6 +4,7 @@
     metrics.py  pure metric functions over one question's ranked relevance list
     suite.py    evaluate(searcher, questions, modes, k) -> EvalResult
     report.py   terminal table, JSON, Markdown report with a recall@k chart
+    beir.py     a BEIR-layout folder scored by document: nDCG@10, Recall@100
 `main` is the `askcorpus eval` command, a thin shell over these.
 """
 
@@ -14,14 +15,14 @@ import sys
 
 from ..config import Settings
 from ..errors import ConfigError
-from .qa import KINDS, SPLITS, QAFormatError, QAItem, Span, check_qa, is_relevant, load_qa
+from .qa import KINDS, SPLITS, QAFormatError, QAItem, Span, blocking_problems, check_qa, is_relevant, load_qa
 from .report import format_table, to_json, write_report
 from .suite import EvalResult, ModeResult, QuestionRun, default_modes, evaluate, parse_modes
 
 __all__ = [
     "KINDS", "SPLITS", "EvalResult", "ModeResult", "QAFormatError", "QAItem", "QuestionRun", "Span",
-    "check_qa", "evaluate", "format_table", "is_relevant", "load_qa", "main", "parse_modes", "to_json",
-    "write_report",
+    "blocking_problems", "check_qa", "evaluate", "format_table", "is_relevant", "load_qa", "main", "parse_modes",
+    "to_json", "write_report",
 ]
 
 
@@ -29,6 +30,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """`askcorpus eval`: load the set, open (or build) the index, run every mode, print and report."""
     from ..engine import announce_builds, open_searcher
 
+    if getattr(args, "beir", None) is not None:
+        return _main_beir(args, settings)
     split = getattr(args, "split", None)
     questions = load_qa(args.qa, split=split)
     if not questions:
@@ -40,7 +43,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     )
     requested = getattr(args, "modes", None)
     modes = parse_modes(requested) if requested else default_modes(searcher)
-    problems = check_qa(questions, searcher.index.documents)
+    blocking = blocking_problems(args.qa, searcher.index.documents)
+    if blocking:
+        shown = "\n  ".join(blocking[:10])
+        more = f"\n  ... and {len(blocking) - 10} more" if len(blocking) > 10 else ""
+        raise QAFormatError(f"{args.qa} does not fit the index at {settings.index}:\n  {shown}{more}")
+    problems = check_qa(args.qa, searcher.index.documents)
     if problems:
         print(f"warning: {len(problems)} problem(s) with {args.qa} against the index at {settings.index}:",
               file=sys.stderr)
@@ -62,4 +70,32 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if report_dir is not None:
         path = write_report(result, report_dir, documents=searcher.index.documents, meta=meta)
         print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
+def _main_beir(args: argparse.Namespace, settings: Settings) -> int:
+    """`askcorpus eval --beir DIR`: materialise the corpus, build (incrementally) its own index, score it."""
+    import json
+
+    from ..build import build_index
+    from ..embed import embedder_for
+    from ..engine import open_searcher
+    from .beir import beir_settings, evaluate_beir, format_beir, load_beir, write_corpus
+    from .suite import RERANK_SUFFIX
+
+    beir = load_beir(args.beir)
+    settings = beir_settings(settings, args.beir)
+    requested = getattr(args, "modes", None)
+    modes = parse_modes(requested) if requested else ["bm25", "dense", "hybrid"] + (
+        ["hybrid" + RERANK_SUFFIX] if settings.rerank else [])
+    write_corpus(beir, settings.corpus)
+    embedder = embedder_for(settings)
+    print(build_index(settings, embedder, progress=sys.stderr.isatty()).summary(), file=sys.stderr)
+    searcher = open_searcher(settings, embedder)
+    results = evaluate_beir(searcher, beir, modes)
+    if args.json:
+        print(json.dumps({"beir": str(args.beir), "queries": len(beir.queries), "documents": len(beir.corpus),
+                          "modes": results}))
+    else:
+        print(format_beir(results, args.beir, len(beir.queries), len(beir.corpus)), end="")
     return 0

@@ -3,9 +3,11 @@
 One JSON object per line:
     {"id": str, "question": str, "answer": str | null,
      "evidence": [{"doc_id": str, "start": int, "end": int}, ...],
-     "split": "dev" | "test", "kind": "factoid" | "paraphrase" | "why_how" | "list" | "multi_doc" | "unanswerable"}
-Evidence spans are character offsets into the document text as `askcorpus.ingest` reads it;
-several spans are alternatives (any one of them supports the answer). Unanswerable: answer null, evidence [].
+     "split": str (optional), "kind": str}
+`kind` is any non-empty label (askcorpus's own set uses factoid, paraphrase, why_how, list, multi_doc,
+unanswerable); `split` is optional (a set without splits is evaluated whole). Evidence spans are character
+offsets into the document text as `askcorpus.ingest` reads it; several spans are alternatives (any one of them
+supports the answer). Unanswerable: answer null, evidence [].
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import AskcorpusError
 from ..records import Document
 
+# The labels of askcorpus's own set (evals/qa.jsonl); a user's set may use any others. The report lists these
+# kinds first, in this order, then any others alphabetically.
 SPLITS: tuple[str, ...] = ("dev", "test")
 KINDS: tuple[str, ...] = ("factoid", "paraphrase", "why_how", "list", "multi_doc", "unanswerable")
 # Kinds whose answer may be assembled from several pieces of the evidence ("A, B and C").
@@ -55,7 +59,7 @@ class QAItem:
     question: str
     answer: str | None
     evidence: tuple[Span, ...]
-    split: str
+    split: str | None
     kind: str
 
     @property
@@ -116,6 +120,8 @@ def _structure_problems(record: Any) -> list[str]:
         return [f"must be a JSON object, got {type(record).__name__}"]
     problems = []
     for key, kind in (("id", str), ("question", str), ("split", str), ("kind", str), ("evidence", list)):
+        if key == "split" and record.get(key) is None:
+            continue  # optional
         if key not in record:
             problems.append(f"missing key {key!r}")
         elif not isinstance(record[key], kind):
@@ -130,10 +136,9 @@ def _structure_problems(record: Any) -> list[str]:
         problems.append("'id' is empty")
     if isinstance(record.get("question"), str) and not record["question"].strip():
         problems.append("'question' is empty")
-    if isinstance(record.get("split"), str) and record["split"] not in SPLITS:
-        problems.append(f"'split' must be one of {', '.join(SPLITS)}, got {record['split']!r}")
-    if isinstance(record.get("kind"), str) and record["kind"] not in KINDS:
-        problems.append(f"'kind' must be one of {', '.join(KINDS)}, got {record['kind']!r}")
+    for key in ("split", "kind"):
+        if isinstance(record.get(key), str) and not record[key].strip():
+            problems.append(f"{key!r} is empty (leave split out, or give a label)")
     for index, span in enumerate(record.get("evidence") if isinstance(record.get("evidence"), list) else []):
         where = f"evidence[{index}]"
         if not isinstance(span, dict):
@@ -155,7 +160,7 @@ def _item(record: dict) -> QAItem:
         question=record["question"],
         answer=record["answer"],
         evidence=tuple(Span(s["doc_id"], s["start"], s["end"]) for s in record["evidence"]),
-        split=record["split"],
+        split=record.get("split"),
         kind=record["kind"],
     )
 
@@ -184,8 +189,10 @@ def load_qa(source: str | Path | Iterable[Any], split: str | None = None) -> lis
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise QAFormatError(f"{len(problems)} problem(s) in the question set:\n  {shown}{more}")
     if split is not None:
-        if split not in SPLITS:
-            raise QAFormatError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        present = sorted({item.split for item in items if item.split is not None})
+        if split not in present:
+            raise QAFormatError(f"no question has split {split!r}; splits in the set: "
+                                f"{', '.join(present) if present else 'none (leave --split out)'}")
         items = [item for item in items if item.split == split]
     return items
 
@@ -237,63 +244,77 @@ def check_qa(
 ) -> list[str]:
     """Every problem with a question set against a corpus; an empty list means the set is sound.
 
-    Checks keys and types, unique ids, unanswerable consistency (kind 'unanswerable' <=> answer null
-    <=> no evidence), that every evidence span lies inside its document, and that the answer appears
-    in the evidence text.
+    Checks keys and types, unique ids, unanswerable consistency (answer null <=> no evidence; kind
+    'unanswerable' => answer null), that every evidence span lies inside a document of the corpus, and that
+    the answer appears in the evidence text.
     """
+    return [message for message, _ in _problems(path_or_records, corpus_documents)]
+
+
+def blocking_problems(
+    path_or_records: str | Path | Iterable[Any],
+    corpus_documents: Mapping[str, Document | str] | Iterable[Document],
+) -> list[str]:
+    """The problems no score can be computed past: malformed records, duplicate ids, evidence in an unknown
+    document or outside its document. The rest (an answer worded apart from its evidence, a repeated
+    question) are warnings."""
+    return [message for message, blocking in _problems(path_or_records, corpus_documents) if blocking]
+
+
+def _problems(
+    path_or_records: str | Path | Iterable[Any],
+    corpus_documents: Mapping[str, Document | str] | Iterable[Document],
+) -> list[tuple[str, bool]]:
+    """(message, blocking) for each problem of the set against the corpus."""
     texts = _document_texts(corpus_documents)
-    problems: list[str] = []
+    problems: list[tuple[str, bool]] = []
     seen_ids: dict[str, str] = {}
     seen_questions: dict[str, str] = {}
     rows = _rows(path_or_records)
     if not rows:
-        return ["the question set is empty"]
+        return [("the question set is empty", True)]
     for location, record in rows:
         where = _where(location, record)
         structural = _structure_problems(record)
         if structural:
-            problems.extend(f"{where}: {problem}" for problem in structural)
+            problems.extend((f"{where}: {problem}", True) for problem in structural)
             continue
         item = _item(record)
         if item.id in seen_ids:
-            problems.append(f"{where}: duplicate id (first used at {seen_ids[item.id]})")
+            problems.append((f"{where}: duplicate id (first used at {seen_ids[item.id]})", True))
         else:
             seen_ids[item.id] = location
         question_key = normalize(item.question)
         if question_key in seen_questions:
-            problems.append(f"{where}: same question as {seen_questions[question_key]}")
+            problems.append((f"{where}: same question as {seen_questions[question_key]}", False))
         else:
             seen_questions[question_key] = where
 
-        unanswerable_kind = item.kind == "unanswerable"
-        if unanswerable_kind and item.answer is not None:
-            problems.append(f"{where}: kind 'unanswerable' but the answer is not null")
-        if unanswerable_kind and item.evidence:
-            problems.append(f"{where}: kind 'unanswerable' but it cites evidence")
-        if not unanswerable_kind and item.answer is None:
-            problems.append(f"{where}: answer is null but kind is {item.kind!r} (use kind 'unanswerable')")
-        if not unanswerable_kind and not item.evidence:
-            problems.append(f"{where}: kind {item.kind!r} needs at least one evidence span")
+        if item.kind == "unanswerable" and item.answer is not None:
+            problems.append((f"{where}: kind 'unanswerable' but the answer is not null", False))
+        if item.answer is None and item.evidence:
+            problems.append((f"{where}: the answer is null (unanswerable) but it cites evidence", True))
+        if item.answer is not None and not item.evidence:
+            problems.append((f"{where}: an answer needs at least one evidence span", True))
 
         evidence_texts = []
         for index, span in enumerate(item.evidence):
             text = texts.get(span.doc_id)
             if text is None:
-                problems.append(f"{where}: evidence[{index}] cites {span.doc_id!r}, which is not in the corpus")
+                problems.append((f"{where}: evidence[{index}] cites {span.doc_id!r}, which is not in the corpus",
+                                 True))
                 continue
             if span.end > len(text):
-                problems.append(
-                    f"{where}: evidence[{index}] {span.label()} ends past the end of the document "
-                    f"({len(text)} characters)"
-                )
+                problems.append((f"{where}: evidence[{index}] {span.label()} ends past the end of the document "
+                                 f"({len(text)} characters)", True))
                 continue
             cited = text[span.start : span.end]
             if not cited.strip():
-                problems.append(f"{where}: evidence[{index}] {span.label()} is only white space")
+                problems.append((f"{where}: evidence[{index}] {span.label()} is only white space", False))
             evidence_texts.append(cited)
         if item.answer is not None and evidence_texts and len(evidence_texts) == len(item.evidence):
             if not answer_in_evidence(item.answer, evidence_texts, item.kind):
-                problems.append(f"{where}: answer {item.answer!r:.80} does not appear in its evidence text")
+                problems.append((f"{where}: answer {item.answer!r:.80} does not appear in its evidence text", False))
     return problems
 
 

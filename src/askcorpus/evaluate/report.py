@@ -72,6 +72,12 @@ def format_table(result: EvalResult, split: str | None = None) -> str:
     lines.append("-" * (width + (col + 2) * len(modes)))
     for name, values in rows:
         lines.append(f"{_label(name):<{width}}  " + "  ".join(f"{v:>{col}}" for v in values))
+    lines += ["", "Per kind: recall@5 / MRR@10 (abstention for unanswerable questions)", ""]
+    lines += _plain_table(["kind", "n", *modes], by_kind_rows(result))
+    sweeps = {mode: r.abstention_sweep for mode, r in result.modes.items() if r.abstention_sweep}
+    for mode, sweep in sweeps.items():
+        lines += ["", f"{mode}: abstention by confidence threshold", ""]
+        lines += _plain_table(["threshold", "abstention (unansw.)", "false abstention"], sweep_rows(sweep))
     if result.unreachable:
         lines.append("")
         lines.append(
@@ -80,6 +86,32 @@ def format_table(result: EvalResult, split: str | None = None) -> str:
             + (" ..." if len(result.unreachable) > 10 else "")
         )
     return "\n".join(lines) + "\n"
+
+
+def by_kind_rows(result: EvalResult) -> list[list[str]]:
+    """One row per question kind: its count, then recall@5 / MRR@10 per mode, or abstention when unanswerable."""
+    modes = list(result.modes)
+    rows = []
+    for kind in next(iter(result.modes.values())).by_kind:
+        cells = []
+        for mode in modes:
+            stats = result.modes[mode].by_kind[kind]
+            cells.append(f"abst. {_value('x', stats['abstention_accuracy'])}" if stats["recall@5"] is None
+                         else f"{stats['recall@5']:.3f} / {stats['mrr@10']:.3f}")
+        rows.append([kind, str(result.modes[modes[0]].by_kind[kind]["n"]), *cells])
+    return rows
+
+
+def sweep_rows(sweep: list[dict[str, float | None]]) -> list[list[str]]:
+    return [[f"{row['threshold']:.2f}", _value("x", row["abstention_accuracy"]), _value("x", row["false_abstention"])]
+            for row in sweep]
+
+
+def _plain_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}"  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(header), "-" * (sum(widths) + 2 * (len(widths) - 1)), *(line(r) for r in rows)]
 
 
 def to_json(result: EvalResult, **extra: object) -> str:
@@ -148,18 +180,15 @@ def write_report(
 
     out += ["## Per kind", "", "Recall@5 / MRR@10 per mode (abstention accuracy for unanswerable questions).", ""]
     out += ["| kind | n | " + " | ".join(modes) + " |", "|---|---:|" + "---:|" * len(modes)]
-    kinds = list(next(iter(result.modes.values())).by_kind)
-    for kind in kinds:
-        cells = []
-        for mode in modes:
-            stats = result.modes[mode].by_kind[kind]
-            if stats["recall@5"] is None:
-                cells.append(f"abst. {_value('x', stats['abstention_accuracy'])}")
-            else:
-                cells.append(f"{stats['recall@5']:.3f} / {stats['mrr@10']:.3f}")
-        n = result.modes[modes[0]].by_kind[kind]["n"]
-        out.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
+    out += ["| " + " | ".join(row) + " |" for row in by_kind_rows(result)]
     out.append("")
+    for mode, mode_result in result.modes.items():
+        if mode_result.abstention_sweep:
+            out += [f"## {mode}: abstention by confidence threshold", "",
+                    "The answer abstains when the sigmoid of the top passage's reranker score is below the threshold.",
+                    "", "| threshold | abstention (unansw.) | false abstention |", "|---:|---:|---:|"]
+            out += ["| " + " | ".join(row) + " |" for row in sweep_rows(mode_result.abstention_sweep)]
+            out.append("")
 
     missed = result.missed(worst)
     primary = result.primary_mode

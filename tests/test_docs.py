@@ -1,0 +1,56 @@
+"""The documentation's commands parse as the CLI defines them, and its links between pages lead somewhere."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from askcorpus.cli import build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+COMMAND = re.compile(r"^(?:\$ )?(askcorpus [^\n#]*?)\s*(?:#.*)?$", re.MULTILINE)
+
+
+def _blocks(text: str) -> str:
+    return "\n".join(re.findall(r"```(?:sh|console|bash)\n(.*?)```", text, re.DOTALL))
+
+
+def _commands() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for command in COMMAND.findall(_blocks(page.read_text(encoding="utf-8"))):
+            found.append((page.name, command))
+    return found
+
+
+def test_the_docs_show_commands():
+    assert len(_commands()) >= 8
+
+
+@pytest.mark.parametrize("page,command", _commands())
+def test_every_command_shown_parses(page, command):
+    words = shlex.split(command)[1:]
+    try:
+        build_parser().parse_args(words)
+    except SystemExit as error:  # argparse's way of refusing
+        pytest.fail(f"{page}: `{command}` is not a valid askcorpus command ({error})")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_reference_pages_lead_somewhere():
+    for page in sorted((REPO / "docs").glob("*.md")):
+        for target in re.findall(r"\]\(([^)#:]+\.md)?(#[^)]+)?\)", page.read_text(encoding="utf-8")):
+            path, anchor = target
+            linked = (page.parent / path) if path else page
+            assert linked.exists(), f"{page.name} links to {path}, which does not exist"
+            if anchor:
+                assert anchor[1:] in _anchors(linked), f"{page.name} links to {path}{anchor}: no such heading"
