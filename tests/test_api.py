@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 import pytest
@@ -494,16 +495,17 @@ def test_missing_index_is_built_at_start_up(fake_settings, fake_embedder, caplog
 # ---------------------------------------------------------------------------------------------- concurrency, logs
 
 
-def test_concurrent_clients_get_their_own_answers(client, reference):
+def test_concurrent_clients_get_their_own_answers(built, fake_embedder, reference):
     expected = {q: reference.search(q, 5).to_dict() for q in QUESTIONS}
+    roomy = built.with_overrides(search_queue=16)  # every client waits its turn: none is turned away
 
-    def ask(i: int):
+    def ask(client: TestClient, i: int):
         query = QUESTIONS[i % len(QUESTIONS)]
         response = client.post("/search", json={"query": query, "k": 5})
         return query, response.status_code, response.json()
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        answers = list(pool.map(ask, range(96)))
+    with TestClient(create_app(roomy, embedder=fake_embedder)) as client, ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(partial(ask, client), range(96)))
     for query, status, data in answers:
         assert status == 200
         assert _without_highlights(data) == expected[query]

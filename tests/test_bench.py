@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from argparse import Namespace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -171,7 +172,9 @@ class _Search(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         payload = json.dumps({"query": body["query"], "results": []}).encode()
-        self.send_response(200 if body["query"] != "bad" else 422)
+        self.send_response({"bad": 422, "busy": 503}.get(body["query"], 200))
+        if body["query"] == "busy":
+            self.send_header("Retry-After", "1")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -202,6 +205,15 @@ def test_load_generator_is_bounded_by_requests(tiny_server):
     result = run_load(tiny_server, ["a", "b", "bad"], concurrency=4, requests=30, duration=20)
     assert result["ok"] == 20 and result["errors"] == 10 and result["error_kinds"] == ["HTTP 422"]
     assert len(result["latencies_s"]) == 20 and result["rps"] > 0
+
+
+def test_load_generator_counts_503s_apart_and_can_honour_retry_after(tiny_server):
+    eager = run_load(tiny_server, ["busy", "a"], concurrency=2, requests=40, duration=20)
+    assert eager["statuses"] == {"503": 20, "200": 20} and len(eager["rejected_latencies_s"]) == 20
+    assert eager["transport_errors"] == 0
+    # Told to come back in a second, each client asks once more at most within 0.5 s: its first request.
+    polite = run_load(tiny_server, ["busy"], concurrency=2, requests=40, duration=0.5, honour_retry_after=True)
+    assert polite["statuses"] == {"503": 2}
 
 
 def test_load_generator_is_bounded_by_time(tiny_server):
@@ -330,3 +342,28 @@ def test_bench_quick_smoke(tmp_path, monkeypatch, capsys):
     keys = {s["key"]: s for s in data["sections"]}
     assert keys["inproc"]["skipped"] is None and keys["scale"]["skipped"] is None
     assert keys["inproc"]["checks"][0]["met"] in (True, False)
+
+
+def test_load_connection_sends_again_when_the_server_closed_an_idle_connection():
+    from askcorpus.bench.load import Connection
+
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def answer_once_per_connection():
+            for _ in range(2):
+                peer, _ = server.accept()
+                with peer:  # answers one request, then closes as an idle keep-alive timeout would
+                    peer.recv(65536)
+                    peer.sendall(reply)
+
+        thread = threading.Thread(target=answer_once_per_connection, daemon=True)
+        thread.start()
+        connection = Connection("127.0.0.1", server.getsockname()[1], timeout=5)
+        assert connection.get("/health") == (200, b"{}")
+        time.sleep(0.1)
+        assert connection.get("/health") == (200, b"{}")  # on a second connection
+        connection.close()
+        thread.join(5)

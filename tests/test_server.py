@@ -69,7 +69,10 @@ def server(tmp_path_factory, seeds_settings):
     shutil.copytree(seeds_settings.index, index)  # the session's real-model build: no build at start-up
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ASKCORPUS_RELOAD_INTERVAL": "0.5",
-           "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir)}
+           "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir),
+           # Room for all 32 clients to wait their turn, and the 4 clients of the swap test computing at once as
+           # before admission control: these tests check answers and swaps, test_overload the limits.
+           "ASKCORPUS_SEARCH_CONCURRENCY": "4", "ASKCORPUS_SEARCH_QUEUE": "64", "ASKCORPUS_SEARCH_DEADLINE": "120"}
     env.pop("ASKCORPUS_HOST", None)
     log_path = root / "server.log"
     with open(log_path, "wb") as log:

@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     # changes cost here. 0 sends every change to the cluster.
     ray_min_bytes: int = Field(262_144, ge=0)
 
+    # Service under load (docs/operations.md): at most search_concurrency questions computing and search_queue
+    # waiting; past that POST/GET /search answers 503 at once. search_deadline is each search's time budget in
+    # seconds (a request may ask for less with deadline_ms); shutdown_timeout bounds the drain on SIGTERM.
+    search_concurrency: int = Field(2, ge=1, le=256)
+    search_queue: int = Field(8, ge=0, le=10_000)
+    search_deadline: float = Field(5.0, gt=0.0, le=600.0)
+    shutdown_timeout: float = Field(10.0, ge=0.0, le=600.0)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_tokens:

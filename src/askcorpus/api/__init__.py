@@ -7,7 +7,11 @@ index once (building the index first if there is none); `serve(settings)` runs i
 - models: request and response models (the OpenAPI schema) and the JSON they are written in
 - holder: the index being served, swapped as one reference, and the model behind a lock
 - batching: query encoding off the event loop, concurrent queries sharing one model call
-- middleware: the access log line and the request body limit
+- admission: the bound on searches computing and waiting, deadlines, 503 past them
+- pipeline: one search request through the gate, computed in a worker thread and timed
+- metrics: the Prometheus metrics behind GET /metrics
+- graceful: stop on SIGTERM after finishing what is in flight, exit 0
+- middleware: the access log line (and metrics per request) and the request body limit
 - validation: validation errors as one readable sentence
 """
 

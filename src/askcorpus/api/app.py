@@ -6,12 +6,12 @@ import asyncio
 import hmac
 import logging
 import logging.config
+import time
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Union
 
-import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -22,14 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, store
 from ..config import Settings
 from ..embed import Embedder
-from ..errors import AskcorpusError, QueryError
-from ..lexical import term_spans, terms
-from ..search import NOT_ONLY_WHITESPACE, Searcher, validate_query, validate_rerank
+from ..errors import AskcorpusError
+from ..search import NOT_ONLY_WHITESPACE, Searcher
+from .admission import AdmissionGate
 from .batching import QueryEncoder
+from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
+from .metrics import CONTENT_TYPE, Metrics
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware
 from .models import (DocumentList, DocumentText, ErrorOut, HealthOut, ModeName, PassageContext, ReindexOut,
                      SafeJSONResponse, SearchOut, search_request_model)
+from .pipeline import SearchPipeline
 from .validation import describe_errors, error_items
 
 log = logging.getLogger("askcorpus.api")
@@ -38,20 +41,6 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Characters of context on each side of a passage for GET /documents/{id}?start=&end= (default and limit).
 DEFAULT_CONTEXT_CHARS = 300
 MAX_CONTEXT_CHARS = 5000
-
-
-def _highlighted(response_dict: dict, query: str) -> dict:
-    wanted = set(terms(query))
-    for result in response_dict["results"]:
-        result["highlights"] = [list(span) for span in term_spans(result["text"], wanted)] if wanted else []
-    return response_dict
-
-
-def _run_search(searcher: Searcher, query: str, k: int, mode: str, rerank: bool | None, vector: np.ndarray) -> bytes:
-    """The search response as JSON bytes, made in a worker thread (FastAPI's own validation and encoding of
-    a dict on the event loop cost more than the search; the dict is checked against SearchOut by the tests)."""
-    response = searcher.search(query, k, mode, query_vector=vector, rerank=rerank)
-    return SafeJSONResponse(_highlighted(response.to_dict(), response.query)).body
 
 
 def _document_info(index: store.LoadedIndex) -> list[dict]:
@@ -78,7 +67,14 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         holder = await asyncio.to_thread(open_holder, settings, embedder, searcher)
-        encoder = QueryEncoder(lambda texts: holder.searcher.encode_queries(texts), batching=batching)
+
+        def encode(texts: list[str]):
+            started = time.perf_counter()
+            vectors = holder.searcher.encode_queries(texts)
+            metrics.stage_seconds.labels("encode").observe(time.perf_counter() - started)
+            return vectors
+
+        encoder = QueryEncoder(encode, batching=batching)
         await encoder.start()
         app.state.holder = holder
         app.state.encoder = encoder
@@ -109,8 +105,13 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
     )
-    SearchRequest = search_request_model(settings.max_query_chars)
+    SearchRequest = search_request_model(settings.max_query_chars, settings.search_deadline)
     max_chars = settings.max_query_chars
+    max_deadline_ms = int(settings.search_deadline * 1000)
+    gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
+    metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
+    pipeline = SearchPipeline(settings, gate, metrics)
+    app.state.gate = gate  # for inspection: the counts behind the queue gauges
 
     # async on purpose: FastAPI runs a plain-def dependency in a worker thread, two thread hops per search.
     async def get_holder(request: Request) -> IndexHolder:
@@ -119,39 +120,35 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     async def get_encoder(request: Request) -> QueryEncoder:
         return request.app.state.encoder
 
-    async def search(query: str, k: int, mode: str, rerank: bool | None, holder: IndexHolder,
-                     encoder: QueryEncoder) -> Response:
-        searcher_now = holder.searcher  # this request keeps this index even if a swap happens meanwhile
-        try:
-            text = validate_query(query, k, mode, settings)
-            validate_rerank(rerank, None, searcher_now.reranker)
-        except QueryError as error:
-            raise HTTPException(422, str(error)) from None
-        body = await encoder.run(text, partial(_run_search, searcher_now, text, k, mode, rerank))
-        return Response(body, media_type="application/json")
-
     search_errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable"},
-                     413: {**ERRORS, "description": f"body larger than {settings.max_body_bytes} bytes"}}
+                     413: {**ERRORS, "description": f"body larger than {settings.max_body_bytes} bytes"},
+                     503: {**ERRORS, "description": "server busy: the search queue is full or the search could not "
+                                                    "start within its deadline; retry after Retry-After seconds"}}
 
     @app.post("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
               summary="Ranked passages with citations and an extractive answer")
-    async def post_search(body: SearchRequest, holder: IndexHolder = Depends(get_holder),  # type: ignore[valid-type]
+    async def post_search(request: Request, body: SearchRequest,  # type: ignore[valid-type]
+                          holder: IndexHolder = Depends(get_holder),
                           encoder: QueryEncoder = Depends(get_encoder)) -> Response:
-        return await search(body.query, body.k, body.mode, body.rerank, holder, encoder)
+        return await pipeline.respond(request, body.query, body.k, body.mode, body.rerank, body.deadline_ms,
+                                      holder, encoder)
 
     @app.get("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
              summary="Same as POST /search, for links and curl")
     async def get_search(
+        request: Request,
         q: Annotated[str, Query(min_length=1, max_length=max_chars, pattern=NOT_ONLY_WHITESPACE,
                                 description=f"the question: 1 to {max_chars} characters")],
         k: Annotated[int, Query(ge=1, le=100, description="passages to return")] = 10,
         mode: Annotated[ModeName, Query(description="hybrid, dense or bm25")] = "hybrid",
         rerank: Annotated[bool | None, Query(description="reorder with the cross-encoder (default: the server's "
                                                          "setting)")] = None,
+        deadline_ms: Annotated[int | None, Query(ge=1, le=max_deadline_ms, description="time budget in ms "
+                                                 "(default and limit: the server's search_deadline)")] = None,
         holder: IndexHolder = Depends(get_holder),
         encoder: QueryEncoder = Depends(get_encoder),
     ) -> Response:
-        return await search(q, k, mode, rerank, holder, encoder)
+        return await pipeline.respond(request, q, k, mode, rerank, deadline_ms, holder, encoder)
 
     @app.get("/documents", response_model=DocumentList, tags=["documents"], summary="The indexed documents")
     async def list_documents(holder: IndexHolder = Depends(get_holder)) -> dict:
@@ -225,6 +222,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
             "last_reload_error": holder.last_error,
             "batching": encoder.batching,
         }
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (text exposition format)",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    async def scrape() -> Response:
+        return Response(metrics.scrape(), media_type=CONTENT_TYPE)
 
     bearer = HTTPBearer(auto_error=False, description="the value of ASKCORPUS_ADMIN_TOKEN")
 
@@ -302,7 +304,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                             status_code=500)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLogMiddleware)  # outermost: logs every request, 413s included
+    # outermost: logs and counts every request, 413s included
+    app.add_middleware(AccessLogMiddleware, observe=metrics.observe_request)
     return app
 
 
@@ -340,6 +343,6 @@ def serve(settings: Settings) -> int:
     embedder = SerializedEmbedder(embedder_for(settings))
     searcher = open_searcher(settings, embedder, build_if_missing=True, on_build=partial(log_build, settings))
     app = create_app(settings, embedder, searcher=searcher)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=config, access_log=False,
-                timeout_graceful_shutdown=5)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=config,
+                                           access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout))
+    return run_until_stopped(server)

@@ -63,6 +63,7 @@ class IndexHolder:
         self._searcher = searcher
         self.loaded_at = _now()
         self.reloads = 0
+        self.reload_errors = 0  # failed attempts to load a new build (askcorpus_reload_errors_total)
         self.last_error: str | None = None
         self._failed_build: str | None = None
         self._lock = asyncio.Lock()  # one load or build at a time
@@ -111,6 +112,7 @@ class IndexHolder:
         return True
 
     def _note_failure(self, build_name: str | None, message: str) -> None:
+        self.reload_errors += 1
         if message != self.last_error:
             log.error("cannot load the new index (%s); still serving build %s", message,
                       self._searcher.index.path.name)

@@ -1,4 +1,4 @@
-"""ASGI middleware: one log line per request, and a request body size limit."""
+"""ASGI middleware: one log line (and one metrics observation) per request, and a request body size limit."""
 
 import json
 import logging
@@ -11,10 +11,12 @@ log = logging.getLogger("askcorpus.api")
 
 
 class AccessLogMiddleware:
-    """Logs `METHOD /path STATUS 12.3ms` once per HTTP request (the raw, still percent-encoded path)."""
+    """Logs `METHOD /path STATUS 12.3ms` once per HTTP request (the raw, still percent-encoded path), and hands
+    (path, status, seconds) to `observe` (the metrics)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, observe: Callable[[str, int, float], None] | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -35,7 +37,10 @@ class AccessLogMiddleware:
             path = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
             if isinstance(path, bytes):
                 path = path.split(b"?", 1)[0].decode("latin-1")
-            log.info("%s %s %d %.1fms", scope["method"], path, status, (time.perf_counter() - started) * 1000)
+            seconds = time.perf_counter() - started
+            log.info("%s %s %d %.1fms", scope["method"], path, status, seconds * 1000)
+            if self.observe is not None:
+                self.observe(scope["path"], status, seconds)
 
 
 class BodyLimitMiddleware:

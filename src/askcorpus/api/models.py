@@ -148,8 +148,8 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def search_request_model(max_query_chars: int) -> type[BaseModel]:
-    """The POST /search body; built per app so the documented length limit is the configured one."""
+def search_request_model(max_query_chars: int, search_deadline: float) -> type[BaseModel]:
+    """The POST /search body; built per app so the documented limits are the configured ones."""
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(
@@ -168,5 +168,9 @@ def search_request_model(max_query_chars: int) -> type[BaseModel]:
         mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
         rerank: bool | None = Field(None, description="reorder the candidates with the cross-encoder (default: "
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
+        deadline_ms: Annotated[int, BeforeValidator(_integral)] | None = Field(
+            None, ge=1, le=int(search_deadline * 1000),
+            description="time budget in milliseconds (default and limit: the server's search_deadline); a search "
+                        "that cannot start in time gets 503")
 
     return SearchRequest

@@ -1,10 +1,12 @@
 """HTTP load generator, run as its own process: N clients POST /search in closed loops, bounded in count and time.
 
     python -m askcorpus.bench.load --url http://127.0.0.1:8000 --concurrency 8 --requests 400 --duration 10 \
-        --queries questions.json [--mode hybrid] [--k 10]
+        --queries questions.json [--mode hybrid] [--k 10] [--honour-retry-after]
 
-Prints one JSON object: per-request latencies (seconds), ok/error counts, elapsed seconds, requests per second.
-Only loopback addresses are accepted.
+Prints one JSON object: per-request latencies (seconds) of the 200s and of the 503s, ok/error counts, counts by
+status, elapsed seconds, answered requests per second. With --honour-retry-after a client that gets a 503 waits
+the Retry-After seconds the server sent before asking again, as HTTP clients should. Only loopback addresses are
+accepted.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Connection:
         self.host, self.port, self.timeout = host, port, timeout
         self.sock: socket.socket | None = None
         self.buffer = b""
+        self.headers: dict[bytes, bytes] = {}  # of the last answer, names in lower case
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -57,12 +60,25 @@ class Connection:
         return self.request("GET", path)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        reused = self.sock is not None
         if self.sock is None:
             self.sock = self._connect()
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.sock.sendall((head + "\r\n").encode("ascii") + (body or b""))
+        message = (head + "\r\n").encode("ascii") + (body or b"")
+        try:
+            self.sock.sendall(message)
+            self._receive()
+        except (HTTPError, ConnectionError):
+            if not reused:
+                raise
+            # The server closed this idle keep-alive connection (uvicorn does after 5 s) before reading the
+            # request: send it again on a new one, as HTTP clients do.
+            self.close()
+            self.sock = self._connect()
+            self.sock.sendall(message)
+            self._receive()
         while b"\r\n\r\n" not in self.buffer:
             self._receive()
         header, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
@@ -75,6 +91,7 @@ class Connection:
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             fields[name.strip().lower()] = value.strip()
+        self.headers = fields
         if b"content-length" not in fields:
             raise HTTPError("answer without Content-Length")
         length = int(fields[b"content-length"])
@@ -97,8 +114,15 @@ class Connection:
             self.sock = None
 
 
+def _retry_after(connection: Connection) -> float:
+    try:
+        return max(0.0, float(connection.headers.get(b"retry-after", b"0")))
+    except ValueError:
+        return 0.0
+
+
 def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, duration: float,
-             mode: str = "hybrid", k: int = 10, timeout: float = 30.0) -> dict:
+             mode: str = "hybrid", k: int = 10, timeout: float = 30.0, honour_retry_after: bool = False) -> dict:
     """Closed-loop clients, one keep-alive connection each, until `requests` are sent or `duration` passes."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -109,6 +133,8 @@ def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, d
     lock = threading.Lock()
     issued = 0
     latencies: list[float] = []
+    rejected: list[float] = []
+    statuses: dict[str, int] = {}
     errors: list[str] = []
     deadline = time.perf_counter() + duration
 
@@ -133,10 +159,15 @@ def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, d
                     continue
                 elapsed = time.perf_counter() - started
                 with lock:
+                    statuses[str(status)] = statuses.get(str(status), 0) + 1
                     if status == 200:
                         latencies.append(elapsed)
                     else:
                         errors.append(f"HTTP {status}")
+                        if status == 503:
+                            rejected.append(elapsed)
+                if status == 503 and honour_retry_after:
+                    time.sleep(min(_retry_after(connection), max(0.0, deadline - time.perf_counter())))
         finally:
             connection.close()
 
@@ -152,6 +183,9 @@ def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, d
         "ok": len(latencies),
         "errors": len(errors),
         "error_kinds": sorted(set(errors))[:5],
+        "statuses": statuses,
+        "transport_errors": sum(1 for e in errors if not e.startswith("HTTP ")),
+        "rejected_latencies_s": rejected,
         "elapsed_s": elapsed,
         "rps": len(latencies) / elapsed if elapsed > 0 else 0.0,
         "latencies_s": latencies,
@@ -167,13 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="stop issuing requests after this many seconds")
     parser.add_argument("--mode", default="hybrid")
     parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--honour-retry-after", action="store_true",
+                        help="after a 503, wait the Retry-After seconds before the next request")
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 256 or not 1 <= args.requests <= 100_000 or not 0 < args.duration <= 600:
         parser.error("concurrency 1-256, requests 1-100000, duration up to 600 s")
     with open(args.queries, encoding="utf-8") as handle:
         queries = [q for q in json.load(handle) if isinstance(q, str) and q.strip()]
     result = run_load(args.url, queries, concurrency=args.concurrency, requests=args.requests,
-                      duration=args.duration, mode=args.mode, k=args.k)
+                      duration=args.duration, mode=args.mode, k=args.k, honour_retry_after=args.honour_retry_after)
     json.dump(result, sys.stdout)
     return 0
 

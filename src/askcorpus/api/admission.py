@@ -1,0 +1,143 @@
+"""Admission control for searches: a bounded number computing, a bounded FIFO queue, deadlines, 503 past that."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable
+
+# Rejection reasons (the `reason` label of askcorpus_rejections_total).
+QUEUE_FULL = "queue_full"
+DEADLINE = "deadline"  # turned away at once: the expected wait plus one search does not fit the budget
+EXPIRED = "expired"  # dropped after waiting: the budget ran out before a turn came
+DISCONNECTED = "disconnected"
+REASONS = (QUEUE_FULL, DEADLINE, EXPIRED, DISCONNECTED)
+
+# Weight of the newest search in the running estimate of how long one search takes once admitted.
+SERVICE_SMOOTHING = 0.2
+# Admit a waiter only if its expected wait plus one search, times this, fits its deadline: the estimate is a
+# running mean, and a waiter admitted on a too-hopeful guess is dropped late (a slow 503) or answers past its
+# deadline. Turning it away at once costs little: the queue behind the running searches stays non-empty.
+HEADROOM = 1.25
+
+
+class Rejected(Exception):
+    """A search turned away before any model work: `reason` is one of REASONS; the service answers 503."""
+
+    def __init__(self, reason: str, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class AdmissionGate:
+    """At most `concurrency` holders of a turn at once and `queue` waiting for one, served first come first served.
+
+    Everything runs on the event loop, so the counts need no lock. A search whose deadline leaves less time than
+    the expected wait for a turn plus one search (from a running estimate of recent searches) is turned away at
+    once; one that waits past that point is dropped then; both before any model work. A waiter whose client has
+    gone away gives its turn to the next one without computing anything.
+    """
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        if concurrency < 1 or queue < 0:
+            raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
+        self.concurrency = concurrency
+        self.queue = queue
+        self.running = 0
+        self.max_running = 0
+        self.max_waiting = 0
+        self.service_seconds = 0.0  # running estimate of one admitted search; 0 until the first one ends
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def _reject(self, reason: str, message: str) -> Rejected:
+        # Retry-After in whole seconds (RFC 9110), at least 1: a place opens each time a turn frees, about every
+        # service_seconds / concurrency.
+        retry = max(1, math.ceil(self.service_seconds / self.concurrency))
+        return Rejected(reason, message, retry)
+
+    @asynccontextmanager
+    async def turn(self, deadline: float,
+                   client_gone: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[None]:
+        """Hold one turn for the body of the `async with`; `deadline` is in the running loop's time.
+
+        Raises Rejected (before the body runs) when the queue is full, when the deadline leaves no time for a
+        search, or when `client_gone()` says the client disconnected while it waited.
+        """
+        loop = asyncio.get_running_loop()
+        await self._acquire(loop, deadline)
+        try:
+            if client_gone is not None and await client_gone():
+                raise self._reject(DISCONNECTED, "the client disconnected while its search waited")
+            started = loop.time()
+            try:
+                yield
+            finally:
+                self._learn(loop.time() - started)
+        finally:
+            self._release()
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self.running < self.concurrency and not self._waiters:
+            self._enter()
+            return
+        if len(self._waiters) >= self.queue:
+            raise self._reject(QUEUE_FULL, f"server busy: {self.running} searches running and {len(self._waiters)} "
+                                           f"waiting (the limits are {self.concurrency} and {self.queue}); retry later")
+        left = deadline - loop.time()
+        budget = left - self.service_seconds
+        # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
+        expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
+        if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
+            raise self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
+                                         f"({len(self._waiters)} waiting) and a search takes about "
+                                         f"{self.service_seconds * 1000:.0f} ms, more than the search's deadline "
+                                         f"leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self.max_waiting = max(self.max_waiting, len(self._waiters))
+        try:
+            await asyncio.wait((waiter,), timeout=budget)
+        except BaseException:  # cancelled (e.g. shutdown): hand on a turn given meanwhile
+            self._abandon(waiter)
+            raise
+        if waiter.done() and not waiter.cancelled():
+            return  # the releasing search handed its turn over: self.running already counts this one
+        self._abandon(waiter)
+        raise self._reject(EXPIRED, f"server busy: no turn came within the search's deadline (it leaves "
+                                    f"{max(0.0, deadline - loop.time()) * 1000:.0f} ms, and a search takes about "
+                                    f"{self.service_seconds * 1000:.0f} ms); retry later")
+
+    def _abandon(self, waiter: asyncio.Future) -> None:
+        if waiter.done() and not waiter.cancelled():
+            self._release()  # the turn arrived just as this waiter gave up: pass it on
+            return
+        waiter.cancel()
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def _enter(self) -> None:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the turn passes straight on: running stays the same
+                return
+        self.running -= 1
+
+    def _learn(self, seconds: float) -> None:
+        if self.service_seconds == 0.0:
+            self.service_seconds = seconds
+        else:
+            self.service_seconds += SERVICE_SMOOTHING * (seconds - self.service_seconds)
