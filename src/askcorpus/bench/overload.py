@@ -1,4 +1,4 @@
-"""Section 12: a real `askcorpus serve` with reranking on, over capacity: goodput, a 64-client burst, a soak."""
+"""Section 9: a real `askcorpus serve` with reranking on, over capacity: goodput, a 64-client burst, a soak."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _ms(seconds: float) -> float:
 
 def run(index: Path, questions: list[str], settings: Settings, *, quick: bool, work: Path,
         env: dict[str, str] | None = None, log=print) -> Section:
-    section = Section("overload", "12. Overload: askcorpus serve with reranking on, admission control",
+    section = Section("overload", "9. Overload: askcorpus serve with reranking on, admission control",
                       ["run", "clients", "200", "503", "other", "answered/s", "200 p50 ms", "200 p99 ms",
                        "503 p99 ms", "/health p99 ms"])
     queries_file = work / "overload-questions.json"
