@@ -101,7 +101,7 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
         for variant in variants.values():
             variant(question)
     times = interleaved(variants, used, rounds=1 if quick else 2, budget=150 if quick else 400)
-    times.update(_http_times(index_dir, reranking, used[: 16 if quick else 60], work, env, log))
+    times.update(_http_times(index_dir, reranking, used[: 24 if quick else 60], work, env, log))
     floor_p50 = percentile(times["floor: one padded call"], 50)
     for name, seconds in times.items():
         s = summarize(seconds)
@@ -119,11 +119,15 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
                                 f"{ratio(question_p50, floor_p50):.3f}x ({question_p50 * 1e3:.1f} ms)",
                                 question_p50 <= QUESTION_TARGET * floor_p50))
     if "HTTP, 1 client" in times:
-        http_p50 = percentile(times["HTTP, 1 client"], 50)
-        paired_p50 = percentile(times["question, reranked (beside HTTP)"], 50)
+        http, local = times["HTTP, 1 client"], times["question, reranked (beside HTTP)"]
+        # Per question, HTTP minus in process: a half-second question varies by more than the few milliseconds
+        # HTTP adds, so the difference of two medians is mostly noise; the median of paired differences is not.
+        extra = percentile([h - q for h, q in zip(http, local)], 50)
+        section.data["http_extra_p50_ms"] = extra * 1e3
         section.checks.append(Check("reranked question over HTTP at 1 client p50 <= in process + 5 ms",
-                                    f"{(http_p50 - paired_p50) * 1e3:+.2f} ms ({http_p50 * 1e3:.1f} vs "
-                                    f"{paired_p50 * 1e3:.1f} ms, alternated)", http_p50 <= paired_p50 + HTTP_MARGIN_S))
+                                    f"{extra * 1e3:+.2f} ms, median of {len(http)} paired differences (p50s "
+                                    f"{percentile(http, 50) * 1e3:.1f} vs {percentile(local, 50) * 1e3:.1f} ms)",
+                                    extra <= HTTP_MARGIN_S))
     log(f"  rerank stage/floor = {ratio(stage_p50, floor_p50):.3f}, question/floor = {ratio(question_p50, floor_p50):.3f}")
     return section
 

