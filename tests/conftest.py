@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -106,3 +108,44 @@ def serve_in_thread(app, start_timeout: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, args: list[str], env: dict, log: Path, timeout: float = 120.0):
+    """`askcorpus serve` as a real process on 127.0.0.1:`port`, once GET /health answers 200; its output goes
+    to `log`. Fails the test with that output if the server exits or does not come up in `timeout` seconds."""
+    import httpx
+
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "askcorpus.cli", "serve", "--host", "127.0.0.1",
+                                    "--port", str(port), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(process)
+            pytest.fail(f"server did not come up in {timeout:.0f} s:\n{log.read_text(errors='replace')}")
+        time.sleep(0.2)
+
+
+def stop_server(process, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

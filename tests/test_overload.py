@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from askcorpus.api import SearchOut
+
+from conftest import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,11 @@ def _question(number: int) -> str:
     return f"What is said about {TOPICS[number % len(TOPICS)]} (question {number})?"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Served:
     """One `askcorpus serve` process with the small limits; its URL, log, and metrics."""
 
     def __init__(self, root: Path, seeds_settings, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = root / f"server-{self.port}.log"
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -56,20 +50,7 @@ class Served:
                        # Long enough that on a busy machine the queue fills before deadlines bite; the deadline
                        # test asks for less with deadline_ms.
                        "ASKCORPUS_SEARCH_DEADLINE": "60", **env}
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "askcorpus.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--index", str(seeds_settings.index)], env=environment, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None, f"server exited:\n{self.log_text()}"
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server did not come up:\n{self.log_text()}"
-            time.sleep(0.2)
+        self.process = start_server(self.port, ["--index", str(seeds_settings.index)], environment, self.log)
         assert httpx.post(self.base + "/search", json={"query": "warm up"}, timeout=60).status_code == 200
 
     def log_text(self) -> str:
@@ -88,13 +69,7 @@ class Served:
             time.sleep(0.02)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_server(self.process, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,46 +16,23 @@ import pytest
 
 from askcorpus import store
 
+from conftest import free_port, start_server, stop_server
+
 pytestmark = pytest.mark.slow
 
 NOTE = ("The Quillmere ferry crossed the Tarn estuary twice a day until 1931. "
         "Its last captain, Ada Brenlow, kept the quillmere logbooks that the museum now shows.\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def _serve(index: Path, corpus: Path, env: dict, log: Path) -> Iterator[str]:
     """One real `askcorpus serve` process on a free loopback port; yields its base URL, always stops it."""
-    port = _free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "askcorpus.cli", "serve", "--port", str(port), "--index", str(index),
-             "--corpus", str(corpus)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    port = free_port()
+    process = start_server(port, ["--index", str(index), "--corpus", str(corpus)], env, log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up in 120 s:\n" + log.read_text(errors="replace")
-            time.sleep(0.2)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 def _top_doc(base: str, query: str) -> str | None:

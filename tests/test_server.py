@@ -11,7 +11,6 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import pytest
 
 from askcorpus.api import SearchOut
 from askcorpus.build import build_index
+
+from conftest import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +41,6 @@ FESTIVAL = ("The Zorblaxian marmalade festival is held every spring in the valle
             "Its committee publishes the zorblaxian programme in March, with tastings and a parade.\n")
 LIGHTHOUSE = ("The Vrenmoor lighthouse keepers recorded forty storms in a single winter. "
               "Vrenmoor lies on a rocky cape and its lamp was first lit in 1872.\n")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -67,7 +62,7 @@ def server(tmp_path_factory, seeds_settings):
     corpus, index = root / "corpus", root / "index"
     shutil.copytree(seeds_settings.corpus, corpus)
     shutil.copytree(seeds_settings.index, index)  # the session's real-model build: no build at start-up
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ASKCORPUS_RELOAD_INTERVAL": "0.5",
            "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir),
            # Room for all 32 clients to wait their turn, and the 4 clients of the swap test computing at once as
@@ -75,34 +70,11 @@ def server(tmp_path_factory, seeds_settings):
            "ASKCORPUS_SEARCH_CONCURRENCY": "4", "ASKCORPUS_SEARCH_QUEUE": "64", "ASKCORPUS_SEARCH_DEADLINE": "120"}
     env.pop("ASKCORPUS_HOST", None)
     log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "askcorpus.cli", "serve", "--port", str(port), "--index", str(index),
-             "--corpus", str(corpus)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    srv = Server(f"http://127.0.0.1:{port}", port, corpus, index, log_path, process)
+    process = start_server(port, ["--index", str(index), "--corpus", str(corpus)], env, log_path)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{srv.log_text()}")
-            try:
-                if httpx.get(srv.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not come up in 120s:\n{srv.log_text()}")
-            time.sleep(0.2)
-        yield srv
+        yield Server(f"http://127.0.0.1:{port}", port, corpus, index, log_path, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_server(process)
 
 
 def _well_formed(data: dict, query: str) -> None:
