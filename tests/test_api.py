@@ -386,6 +386,25 @@ def test_page_and_static_files_and_docs(client):
     assert body["maxLength"] == 2000 and body["minLength"] == 1
 
 
+def test_published_bounds_are_json_schema_keywords(client, built):
+    """Every bound validation enforces is in the schema as minimum/maximum, or a schema-driven client (and
+    schemathesis) would send values the server refuses; pydantic's own "ge"/"le" keys mean nothing there."""
+    schema = client.get("/openapi.json").json()
+
+    def keys(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield key
+                yield from keys(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from keys(value)
+
+    assert not {"ge", "le", "gt", "lt"} & set(keys(schema))
+    deadline = schema["components"]["schemas"]["SearchRequest"]["properties"]["deadline_ms"]["anyOf"][0]
+    assert deadline["minimum"] == 1 and deadline["maximum"] == int(built.search_deadline * 1000)
+
+
 def test_unknown_route_and_method(client):
     assert client.get("/nope").status_code == 404
     assert client.get("/nope").json()["detail"]

@@ -168,8 +168,11 @@ def search_request_model(max_query_chars: int, search_deadline: float) -> type[B
         mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
         rerank: bool | None = Field(None, description="reorder the candidates with the cross-encoder (default: "
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
-        deadline_ms: Annotated[int, BeforeValidator(_integral)] | None = Field(
-            None, ge=1, le=int(search_deadline * 1000),
+        # The bounds go on the integer, before its validator: on the optional, or after the validator, pydantic
+        # publishes them as unknown "ge"/"le" keys, and the schema would admit what validation refuses.
+        deadline_ms: Annotated[int, Field(ge=1, le=int(search_deadline * 1000)), BeforeValidator(_integral)] \
+            | None = Field(
+            None,
             description="time budget in milliseconds (default and limit: the server's search_deadline); a search "
                         "that cannot start in time gets 503")
 
