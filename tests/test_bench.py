@@ -367,3 +367,30 @@ def test_load_connection_sends_again_when_the_server_closed_an_idle_connection()
         assert connection.get("/health") == (200, b"{}")  # on a second connection
         connection.close()
         thread.join(5)
+
+
+def test_rerank_section_needs_an_onnx_cross_encoder(fake_settings):
+    from askcorpus.bench.rerank import run
+
+    section = run(fake_settings, searcher=None, index_dir=fake_settings.index, questions=["q"], quick=True,
+                  work=fake_settings.index, env={})
+    assert section.skipped and "overlap" in section.skipped and not section.rows
+
+
+@pytest.mark.slow
+def test_rerank_floor_runs_the_same_model_as_the_reranker():
+    """The floor is the reranker's own model in one padded call: a call of one pair pads nothing, so it must give
+    the reranker's score for that pair; a padded call of several gives each pair a score near its own."""
+    from askcorpus.bench.rerank import PaddedCallFloor
+    from askcorpus.rerank import load_reranker
+
+    reranker = load_reranker("cross-encoder/ms-marco-MiniLM-L-12-v2", cache_size=0)
+    floor = PaddedCallFloor(reranker.folder, reranker.max_tokens)
+    question = "Who leads ISKP?"
+    texts = ["As of 2022, ISKP is led by Sanaullah Ghafari alias Shahab al-Muhajir.",
+             "The ferry leaves at noon on Tuesdays, and tickets are sold at the harbour office by the quay."]
+    own = reranker.score_uncached(question, texts)
+    assert [float(floor(question, [t])[0]) for t in texts] == pytest.approx(own.tolist(), abs=1e-5)
+    together = floor(question, texts)
+    assert together.shape == (2,) and together[0] > together[1]
+    assert together == pytest.approx(own, abs=0.5)  # int8: a shared, padded call moves scores a little
