@@ -125,6 +125,32 @@ def test_no_time_for_a_search_means_no_wait():
     asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
+def test_retry_after_is_when_the_searches_waiting_now_have_had_their_turn():
+    class Told(Work):
+        async def search(self, number: int, deadline: float = 60.0, gone: bool = False):
+            loop = asyncio.get_running_loop()
+            try:
+                async with self.gate.turn(loop.time() + deadline):
+                    await self.release.wait()
+                    return "done"
+            except Rejected as rejected:
+                return rejected.retry_after
+
+    async def scenario():
+        gate = AdmissionGate(2, 8)
+        gate.service_seconds = 0.7
+        work = Told(gate)
+        tasks = [asyncio.create_task(work.search(n)) for n in range(10)]
+        await _settle()
+        assert await work.search(10) == 3  # 8 waiting, two turns free every 0.7 s: ceil(8 * 0.7 / 2)
+        gate.service_seconds = 0.1
+        assert await work.search(11) == 1  # never under a second (whole seconds, RFC 9110)
+        work.release.set()
+        assert await asyncio.gather(*tasks) == ["done"] * 10
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
 def test_a_client_gone_while_waiting_is_not_computed_and_passes_its_turn_on():
     async def scenario():
         gate, work, first = await _one_running(1, 3)

@@ -57,9 +57,10 @@ class AdmissionGate:
         return len(self._waiters)
 
     def _reject(self, reason: str, message: str) -> Rejected:
-        # Retry-After in whole seconds (RFC 9110), at least 1: a place opens each time a turn frees, about every
-        # service_seconds / concurrency.
-        retry = max(1, math.ceil(self.service_seconds / self.concurrency))
+        # Retry-After in whole seconds (RFC 9110), at least 1: about when the searches waiting now have all had
+        # their turn (turns free about every service_seconds / concurrency). Sooner, a turned-away client mostly
+        # meets a full queue again, and answering its retries takes CPU from the searches.
+        retry = max(1, math.ceil(len(self._waiters) * self.service_seconds / self.concurrency))
         return Rejected(reason, message, retry)
 
     @asynccontextmanager
