@@ -87,6 +87,16 @@ def test_ray_build_gives_the_same_answers_to_the_eval_questions(ray_seeds_build,
             (b.answer and (b.answer.doc_id, b.answer.start, b.answer.end)), question
 
 
+def test_workers_are_given_the_model_export_by_an_absolute_path(tmp_path, monkeypatch):
+    # A worker runs in its node's directory: a relative cache would be empty there and the model exported again.
+    from askcorpus.config import Settings
+
+    monkeypatch.chdir(tmp_path)
+    backend = _ray_backend(Settings(index=Path("idx")))
+    assert Path(backend.spec[3]) == tmp_path / "idx" / "encoders"
+    assert Path(backend.spec[3]).is_absolute()
+
+
 def test_both_nodes_embed_a_share(ray_seeds_build, ray_cluster):
     _, report = ray_seeds_build
     alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}

@@ -149,8 +149,10 @@ class RayBackend(Backend):
         self.on_embed_batch = on_embed_batch
         self.local_cpus = local_cpus
         self._started = False
-        self.spec = (settings.model, settings.device, settings.encoder, str(settings.encoder_cache_dir),
-                     settings.ray_cpus_per_actor)
+        # Absolute: a worker runs in its node's directory, not the driver's, and a relative cache there is
+        # empty, so every worker would export the model again (seconds per process) before its first batch.
+        cache = Path(settings.encoder_cache_dir).resolve()
+        self.spec = (settings.model, settings.device, settings.encoder, str(cache), settings.ray_cpus_per_actor)
 
     # --- connection ---------------------------------------------------------------------------------
 

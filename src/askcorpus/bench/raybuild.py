@@ -31,10 +31,13 @@ def run(settings: Settings, embedder: Embedder, sentences: list[str], work: Path
     documents = synthetic_documents(sentences, count, seed=0, sentences_per_doc=(4, 14))
     corpus = work / "ray-corpus"
     write_corpus(documents, corpus)
-    local = settings.with_overrides(corpus=corpus, index=work / "ray-local-index")
+    # Every build here runs the same model export, as they would on one machine: a fresh index folder would
+    # otherwise make the Ray workers export the model again inside the timed build.
+    local = settings.with_overrides(corpus=corpus, index=work / "ray-local-index",
+                                    encoder_cache=settings.encoder_cache_dir.resolve())
     # The full build goes to the cluster whatever its size (ray_min_bytes 0); the first added document as
     # configured, the second forced onto the cluster.
-    remote = settings.with_overrides(corpus=corpus, index=work / "ray-remote-index", ray_min_bytes=0)
+    remote = local.with_overrides(index=work / "ray-remote-index", ray_min_bytes=0)
     configured = remote.with_overrides(ray_min_bytes=settings.ray_min_bytes)
     cpus = os.cpu_count() or 1
 
