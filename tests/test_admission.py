@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
@@ -282,3 +283,14 @@ def test_two_apps_keep_their_own_metrics(app_settings, fake_embedder):
             TestClient(create_app(app_settings, embedder=fake_embedder)) as second:
         first.post("/search", json={"query": "Taliban"})
         assert ("askcorpus_requests_total", (("endpoint", "/search"), ("status", "200"))) not in _metrics(second)
+
+
+def test_what_the_server_loaded_is_kept_from_the_collector_while_it_serves(app_settings, fake_embedder):
+    # A full collection over the loaded models and index pauses the event loop that answers 503s and /health.
+    before = gc.get_freeze_count()
+    with TestClient(create_app(app_settings, embedder=fake_embedder)) as client:
+        assert gc.get_freeze_count() > before
+        gc.collect()  # a collection while serving leaves the loaded objects alone
+        assert client.get("/health").status_code == 200
+        assert client.post("/search", json={"query": "Taliban"}).status_code == 200
+    assert gc.get_freeze_count() == 0  # stopped: everything is collectable again

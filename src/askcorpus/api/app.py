@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, some of which name
 # objects local to create_app (the per-app request model and query limit).
 import asyncio
+import gc
 import hmac
 import logging
 import logging.config
@@ -78,6 +79,10 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
         await encoder.start()
         app.state.holder = holder
         app.state.encoder = encoder
+        # What is loaded by now (models, index, modules: over 100,000 objects) lives as long as the server. Out of
+        # the collector's reach, a full collection no longer stops the event loop for 60-100 ms, which every 503
+        # and /health answer due at that moment would wait out. Refcounting still frees any of it.
+        gc.freeze()
         watcher = asyncio.create_task(holder.watch(), name="askcorpus-index-watcher") \
             if settings.reload_interval > 0 else None
         index = holder.searcher.index
@@ -96,6 +101,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                 except (asyncio.CancelledError, Exception):
                     pass
             await encoder.stop()
+            gc.unfreeze()
 
     app = FastAPI(
         title="askcorpus",
