@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_cpus_per_actor: int = Field(1, ge=1, le=256)
     # New and changed files smaller than this in all are read, chunked and embedded by the driver itself: a Ray
-    # build pays ~8 s to start its workers and load the model in each (bench section 10), more than small
+    # build pays ~5-6 s to start its workers and load the model in each (docs/ray.md), more than small
     # changes cost here. 0 sends every change to the cluster.
     ray_min_bytes: int = Field(262_144, ge=0)
 

@@ -111,9 +111,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
     )
-    SearchRequest = search_request_model(settings.max_query_chars, settings.search_deadline)
     max_chars = settings.max_query_chars
-    max_deadline_ms = int(settings.search_deadline * 1000)
+    max_deadline_ms = int(settings.search_deadline * 1000)  # the one bound POST and GET both publish
+    SearchRequest = search_request_model(max_chars, max_deadline_ms)
     gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
     metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
     pipeline = SearchPipeline(settings, gate, metrics)

@@ -148,7 +148,7 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def search_request_model(max_query_chars: int, search_deadline: float) -> type[BaseModel]:
+def search_request_model(max_query_chars: int, max_deadline_ms: int) -> type[BaseModel]:
     """The POST /search body; built per app so the documented limits are the configured ones."""
 
     class SearchRequest(BaseModel):
@@ -170,7 +170,7 @@ def search_request_model(max_query_chars: int, search_deadline: float) -> type[B
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
         # The bounds go on the integer, before its validator: on the optional, or after the validator, pydantic
         # publishes them as unknown "ge"/"le" keys, and the schema would admit what validation refuses.
-        deadline_ms: Annotated[int, Field(ge=1, le=int(search_deadline * 1000)), BeforeValidator(_integral)] \
+        deadline_ms: Annotated[int, Field(ge=1, le=max_deadline_ms), BeforeValidator(_integral)] \
             | None = Field(
             None,
             description="time budget in milliseconds (default and limit: the server's search_deadline); a search "
