@@ -64,6 +64,33 @@ def test_ties_keep_the_first_stage_order():
     assert [h.passage_id for h in rerank_hits(tied, "q", _hits(5), _text, depth=5)] == [1, 3, 0, 2, 4]
 
 
+def test_the_sentence_pass_lifts_a_passage_to_its_best_sentences_score():
+    texts = {0: "Kabul is large. Rain fell.", 1: "The leader is Ghafari. He hides.", 2: "Nothing here. At all."}
+    reranker = ScriptedReranker({texts[0]: 2.0, texts[1]: 1.0, texts[2]: 0.5, "The leader is Ghafari.": 4.0,
+                                 "Nothing here.": 9.0})
+    reranked = rerank_hits(reranker, "q", _hits(3), texts.__getitem__, depth=3, sentence_depth=2)
+    # Passage 1's best sentence (4.0) beats passage 0's own score; passage 2 is past the sentence depth, so
+    # its sentence is never read and it keeps its own score.
+    assert [(h.passage_id, h.rerank_score) for h in reranked] == [(1, 4.0), (0, 2.0), (2, 0.5)]
+    read = {text for _, call in reranker.calls[1:] for text in call}
+    assert read == {"Kabul is large.", "Rain fell.", "The leader is Ghafari.", "He hides."}
+
+
+def test_a_sentence_two_overlapping_passages_share_is_scored_once_and_counts_for_both():
+    texts = {0: "Alpha came first. Shared line here.", 1: "Shared line here. Omega came last."}
+    reranker = ScriptedReranker({"Shared line here.": 3.0})
+    reranked = rerank_hits(reranker, "q", _hits(2), texts.__getitem__, depth=2, sentence_depth=2)
+    assert [h.rerank_score for h in reranked] == [3.0, 3.0]
+    assert [h.passage_id for h in reranked] == [0, 1]  # a tie keeps the first-stage order
+    assert reranker.calls[1][1].count("Shared line here.") == 1
+
+
+def test_without_the_sentence_pass_only_passages_are_read():
+    reranker = ScriptedReranker()
+    rerank_hits(reranker, "q", _hits(3), _text, depth=3, sentence_depth=0)
+    assert len(reranker.calls) == 1
+
+
 def test_an_empty_candidate_list_is_not_scored():
     reranker = ScriptedReranker()
     assert rerank_hits(reranker, "q", [], _text, depth=10) == []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .chunk import split_units
+from .chunk import sentence_spans
 from .lexical import terms
 from .records import Answer, Result
 from .rerank import Reranker, confidence
@@ -78,7 +78,7 @@ def extract_answer_reranked(query: str, results: Sequence[Result], reranker: Rer
     seen: set[tuple[str, int]] = set()
     for result in results[: settings.answer_passages]:
         passage = result.passage
-        for unit_start, unit_end, _ in _sentences(passage.text):
+        for unit_start, unit_end in sentence_spans(passage.text):
             start = passage.start + unit_start
             if (passage.doc_id, start) not in seen:
                 seen.add((passage.doc_id, start))
@@ -92,8 +92,6 @@ def extract_answer_reranked(query: str, results: Sequence[Result], reranker: Rer
 
 @lru_cache(maxsize=4096)
 def _sentences(text: str) -> tuple[tuple[int, int, frozenset[str]], ...]:
-    """A passage's candidate sentences with their terms. Headings are left out: a section title names a topic,
-    it does not answer anything. Cached: the top passages repeat across questions, and splitting and stemming
-    them was most of the answer's cost."""
-    return tuple((unit.start, unit.end, frozenset(terms(text[unit.start : unit.end])))
-                 for unit in split_units(text) if not unit.heading)
+    """A passage's candidate sentences with their terms. Cached: the top passages repeat across questions, and
+    stemming them was most of the cosine answer's cost."""
+    return tuple((start, end, frozenset(terms(text[start:end]))) for start, end in sentence_spans(text))

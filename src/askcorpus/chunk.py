@@ -194,6 +194,14 @@ def _pack(units: list[Unit], tokens: list[int], params: ChunkParams) -> list[tup
     return groups
 
 
+@lru_cache(maxsize=4096)
+def sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """(start, end) of each sentence of a passage, headings left out: a section title names a topic, it
+    answers nothing. Cached: the top passages recur from question to question, and both the answer and the
+    reranker's sentence pass read them."""
+    return tuple((unit.start, unit.end) for unit in split_units(text) if not unit.heading)
+
+
 def headings(text: str) -> list[Unit]:
     """The heading-like lines of `text`: short one-line paragraphs with no closing punctuation."""
     return [unit for unit in split_units(text) if unit.heading]

@@ -168,7 +168,8 @@ class Searcher:
         hits = self.retrieve(query, max(k, depth) if reranking else k, mode, query_vector)
         clock = _lap(timings, "retrieve", clock)
         if reranking:
-            hits = rerank_hits(self.reranker, query, hits, self._passage_text, depth)[:k]
+            hits = rerank_hits(self.reranker, query, hits, self._passage_text, depth,
+                               self.settings.rerank_sentence_depth)[:k]
             clock = _lap(timings, "rerank", clock)
         results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits, start=1))
         answer = None

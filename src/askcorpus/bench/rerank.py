@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..chunk import sentence_spans
 from ..config import Settings
 from ..rerank import load_reranker, rerank_hits
 from ..search import Searcher
@@ -48,6 +49,15 @@ class PaddedCallFloor:
         return self.session.run(None, {name: columns[name] for name in self.inputs})[0].reshape(-1)
 
 
+def _pairs_read(reranker, query: str, passages: list[str], sentence_depth: int) -> list[str]:
+    """Every text the rerank stage reads for `query`: the passages, then the distinct sentences of the
+    `sentence_depth` it scores highest, so the floor scores the same pairs."""
+    scores = reranker.score(query, passages)
+    top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:sentence_depth]
+    sentences = dict.fromkeys(passages[i][start:end] for i in top for start, end in sentence_spans(passages[i]))
+    return passages + list(sentences)
+
+
 def _http_search(url: str) -> Callable[[str], None]:
     from urllib.parse import urlsplit
 
@@ -85,10 +95,13 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
     curve = sorted({depth, *CURVE_DEPTHS})
     candidates = {q: reranking.retrieve(q, max(10, *curve), "hybrid", reranking.encode_queries([q])[0])
                   for q in used}
-    texts = {q: [searcher.index.passages[h.passage_id].text for h in hits[:depth]] for q, hits in candidates.items()}
+    texts = {q: _pairs_read(reranker, q, [searcher.index.passages[h.passage_id].text for h in hits[:depth]],
+                            settings.rerank_sentence_depth) for q, hits in candidates.items()}
+    sentence_depth = settings.rerank_sentence_depth
     variants: dict[str, Callable[[str], object]] = {
         "floor: one padded call": lambda q: floor(q, texts[q]),
-        "rerank stage": lambda q: rerank_hits(reranker, q, candidates[q], reranking._passage_text, depth),
+        "rerank stage": lambda q: rerank_hits(reranker, q, candidates[q], reranking._passage_text, depth,
+                                              sentence_depth),
         "question, reranked": lambda q: reranking.search(q, 10, "hybrid", rerank=True),
         "question, first stage only": lambda q: reranking.search(q, 10, "hybrid", rerank=False),
     }
@@ -96,7 +109,8 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
     for other in curve:
         if other != depth:
             variants[f"rerank stage, depth {other}"] = (
-                lambda q, d=other: rerank_hits(reranker, q, candidates[q], reranking._passage_text, d))
+                lambda q, d=other: rerank_hits(reranker, q, candidates[q], reranking._passage_text, d,
+                                               sentence_depth))
     for question in used[:3]:  # warm up every path
         for variant in variants.values():
             variant(question)
@@ -108,7 +122,8 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
         section.data[name] = s
         section.rows.append([name, s["n"], s["p50_ms"], s["p95_ms"], s["p99_ms"], ratio(s["p50_ms"] / 1e3, floor_p50)])
     pairs = [len(texts[q]) for q in used]
-    section.notes.insert(0, f"{len(used)} questions, {np.mean(pairs):.1f} pairs each; variants interleaved in a "
+    section.notes.insert(0, f"{len(used)} questions, {np.mean(pairs):.1f} pairs each (passages and the sentence "
+                            f"pass's sentences, depth {sentence_depth}); variants interleaved in a "
                             "random order per question; pair cache off, so every score is computed")
     stage_p50 = percentile(times["rerank stage"], 50)
     question_p50 = percentile(times["question, reranked"], 50)

@@ -149,7 +149,7 @@ def evaluate_beir(searcher: Any, beir: BeirSet, modes: Sequence[str]) -> dict[st
             hits = searcher.retrieve(query, depth, base, vector)
             if reranked:
                 hits = rerank_hits(searcher.reranker, query, hits, lambda pid: passages[pid].text,
-                                   searcher.settings.rerank_depth)
+                                   searcher.settings.rerank_depth, searcher.settings.rerank_sentence_depth)
             ranked = rank_documents([doc_id_of(passages[hit.passage_id].doc_id) for hit in hits])
             scores[mode]["ndcg@10"].append(ndcg(ranked, beir.qrels[query_id]))
             scores[mode]["recall@100"].append(recall(ranked, beir.qrels[query_id]))

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..chunk import sentence_spans
 from ..records import Hit
 
 
@@ -37,8 +38,13 @@ def confidence(score: float) -> float:
 
 
 def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Callable[[int], str],
-                depth: int) -> list[Hit]:
+                depth: int, sentence_depth: int = 0) -> list[Hit]:
     """The first `depth` hits reordered by the reranker's score, then the rest in their first-stage order.
+
+    With `sentence_depth`, the reranker also reads the sentences of the `sentence_depth` passages it scored
+    highest, and each of those passages scores the higher of its own score and its best sentence's (the MaxP
+    aggregation of passage-level rerankers): a cross-encoder trained on short passages can rate a passage
+    below a neighbour while rating the one sentence that answers well above it.
 
     Every hit keeps its first-stage `score`; the reranked ones gain `rerank_score`. Ties keep the first-stage
     order (a stable sort), so equal scores never shuffle a list. Past `depth` nothing is scored: like a rescore
@@ -47,7 +53,26 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Ca
     head, tail = list(hits[:depth]), list(hits[depth:])
     if not head:
         return tail
-    scores = reranker.score(query, [text_of(hit.passage_id) for hit in head])
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    texts = [text_of(hit.passage_id) for hit in head]
+    scores = np.asarray(reranker.score(query, texts), dtype=np.float64)
+    if sentence_depth > 0:
+        best = np.argsort(-scores, kind="stable")[:sentence_depth]
+        scores[best] = np.maximum(scores[best], best_sentence_scores(reranker, query, [texts[i] for i in best]))
+    order = np.argsort(-scores, kind="stable")
     reranked = [replace(head[i], rerank_score=float(scores[i])) for i in order]
     return reranked + tail
+
+
+def best_sentence_scores(reranker: Reranker, query: str, texts: Sequence[str]) -> np.ndarray:
+    """Each text's best sentence score, all sentences in one reranker call (a sentence that two overlapping
+    passages share is scored once); -inf for a text with no sentence (only a heading)."""
+    owners: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        for start, end in sentence_spans(text):
+            owners.setdefault(text[start:end], []).append(i)
+    best = np.full(len(texts), -np.inf)
+    if owners:
+        for sentence_score, holders in zip(reranker.score(query, list(owners)).tolist(), owners.values()):
+            for i in holders:
+                best[i] = max(best[i], sentence_score)
+    return best
