@@ -42,7 +42,8 @@ def _add_rerank(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rerank", action="store_true",
                         help="first stage only: no cross-encoder (default: $ASKCORPUS_RERANK, on)")
     parser.add_argument("--rerank-depth", type=int, default=None,
-                        help="candidates the cross-encoder reorders (default: $ASKCORPUS_RERANK_DEPTH, 30)")
+                        help="candidates the cross-encoder reorders (default: $ASKCORPUS_RERANK_DEPTH, "
+                             f"{Settings.model_fields['rerank_depth'].default})")
 
 
 def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:

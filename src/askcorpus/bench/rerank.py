@@ -8,9 +8,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..chunk import sentence_spans
 from ..config import Settings
 from ..rerank import load_reranker, rerank_hits
+from ..rerank.base import distinct_sentences
 from ..search import Searcher
 from .inproc import interleaved
 from .stats import Check, Section, percentile, ratio, summarize
@@ -54,8 +54,7 @@ def _pairs_read(reranker, query: str, passages: list[str], sentence_depth: int) 
     `sentence_depth` it scores highest, so the floor scores the same pairs."""
     scores = reranker.score(query, passages)
     top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:sentence_depth]
-    sentences = dict.fromkeys(passages[i][start:end] for i in top for start, end in sentence_spans(passages[i]))
-    return passages + list(sentences)
+    return passages + list(distinct_sentences([passages[i] for i in top]))
 
 
 def _http_search(url: str) -> Callable[[str], None]:
@@ -95,9 +94,9 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
     curve = sorted({depth, *CURVE_DEPTHS})
     candidates = {q: reranking.retrieve(q, max(10, *curve), "hybrid", reranking.encode_queries([q])[0])
                   for q in used}
-    texts = {q: _pairs_read(reranker, q, [searcher.index.passages[h.passage_id].text for h in hits[:depth]],
-                            settings.rerank_sentence_depth) for q, hits in candidates.items()}
     sentence_depth = settings.rerank_sentence_depth
+    texts = {q: _pairs_read(reranker, q, [searcher.index.passages[h.passage_id].text for h in hits[:depth]],
+                            sentence_depth) for q, hits in candidates.items()}
     variants: dict[str, Callable[[str], object]] = {
         "floor: one padded call": lambda q: floor(q, texts[q]),
         "rerank stage": lambda q: rerank_hits(reranker, q, candidates[q], reranking._passage_text, depth,

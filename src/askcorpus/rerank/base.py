@@ -64,15 +64,22 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Ca
 
 
 def best_sentence_scores(reranker: Reranker, query: str, texts: Sequence[str]) -> np.ndarray:
-    """Each text's best sentence score, all sentences in one reranker call (a sentence that two overlapping
-    passages share is scored once); -inf for a text with no sentence (only a heading)."""
-    owners: dict[str, list[int]] = {}
-    for i, text in enumerate(texts):
-        for start, end in sentence_spans(text):
-            owners.setdefault(text[start:end], []).append(i)
+    """Each text's best sentence score, all sentences in one reranker call; -inf for a text with no sentence
+    (only a heading)."""
+    owners = distinct_sentences(texts)
     best = np.full(len(texts), -np.inf)
     if owners:
         for sentence_score, holders in zip(reranker.score(query, list(owners)).tolist(), owners.values()):
             for i in holders:
                 best[i] = max(best[i], sentence_score)
     return best
+
+
+def distinct_sentences(texts: Sequence[str]) -> dict[str, list[int]]:
+    """Each distinct sentence of `texts`, in order, with the indexes of the texts holding it: a sentence that two
+    overlapping passages share is read once."""
+    owners: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        for start, end in sentence_spans(text):
+            owners.setdefault(text[start:end], []).append(i)
+    return owners
