@@ -139,14 +139,26 @@ def _results(texts_scores: list[tuple[str, float | None]]) -> list[Result]:
 
 def test_the_answer_is_the_sentence_the_reranker_scores_best_with_the_top_passages_confidence(fake_settings):
     results = _results([("Rain fell. The leader is Ghafari.", 2.0), ("Other text here. More words follow.", 1.0)])
-    reranker = ScriptedReranker({"The leader is Ghafari.": 4.0, "Rain fell.": -2.0})
+    reranker = ScriptedReranker({"The leader is Ghafari.": 4.0, "Rain fell.": -2.0, "More words follow.": 9.0})
     answer = extract_answer_reranked("who is the leader?", results, reranker, fake_settings)
     assert answer is not None and answer.text == "The leader is Ghafari."
     assert (answer.doc_id, answer.start, answer.end) == ("doc", 11, 33)
     assert answer.score == pytest.approx(confidence(2.0))  # the top passage's, not the sentence's
-    # Every sentence of the answer passages is a candidate, each once.
-    assert sorted(reranker.calls[0][1]) == sorted(["Rain fell.", "The leader is Ghafari.", "Other text here.",
-                                                  "More words follow."])
+    # By default only the top passage's sentences are candidates: the second passage's better sentence is unread.
+    assert reranker.calls == [("who is the leader?", ["Rain fell.", "The leader is Ghafari."])]
+
+
+def test_the_answer_reads_as_many_passages_as_set_each_sentence_once(fake_settings):
+    settings = fake_settings.model_copy(update={"answer_rerank_passages": 3})
+    results = _results([("Rain fell. The leader is Ghafari.", 2.0), ("Other text here. More words follow.", 1.0)])
+    # A third passage overlapping the first: its sentence at the same place in the document is read once.
+    overlapping = Passage("doc", 11, 33, "The leader is Ghafari.", tokens=4)
+    results.append(Result(3, 3, overlapping, score=1.0, rerank_score=0.5))
+    reranker = ScriptedReranker({"The leader is Ghafari.": 4.0, "More words follow.": 9.0})
+    answer = extract_answer_reranked("who is the leader?", results, reranker, settings)
+    assert answer is not None and answer.text == "More words follow."
+    assert answer.score == pytest.approx(confidence(2.0))
+    assert reranker.calls[0][1] == ["Rain fell.", "The leader is Ghafari.", "Other text here.", "More words follow."]
 
 
 def test_the_answer_abstains_below_the_threshold(fake_settings):

@@ -64,7 +64,8 @@ def extract_answer(
 
 def extract_answer_reranked(query: str, results: Sequence[Result], reranker: Reranker,
                             settings: "Settings") -> Answer | None:
-    """The sentence of the top reranked passages that the cross-encoder scores best against the question.
+    """The sentence of the top `answer_rerank_passages` reranked passages that the cross-encoder scores best
+    against the question.
 
     Confidence is the sigmoid of the top passage's cross-encoder score, so the answer abstains exactly when the
     best passage the reranker read is unlikely to answer the question (`answer_min_rerank_score`).
@@ -76,7 +77,7 @@ def extract_answer_reranked(query: str, results: Sequence[Result], reranker: Rer
         return None
     spans: list[tuple[str, int, int, str]] = []
     seen: set[tuple[str, int]] = set()
-    for result in results[: settings.answer_passages]:
+    for result in results[: settings.answer_rerank_passages]:
         passage = result.passage
         for unit_start, unit_end in sentence_spans(passage.text):
             start = passage.start + unit_start
