@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import Settings
 from ..rerank import load_reranker, rerank_hits
-from ..rerank.base import distinct_sentences
+from ..rerank.base import distinct_sentences, sentence_pass_passages
 from ..search import Searcher
 from .inproc import interleaved
 from .stats import Check, Section, percentile, ratio, summarize
@@ -52,8 +52,7 @@ class PaddedCallFloor:
 def _pairs_read(reranker, query: str, passages: list[str], sentence_depth: int) -> list[str]:
     """Every text the rerank stage reads for `query`: the passages, then the distinct sentences of the
     `sentence_depth` it scores highest, so the floor scores the same pairs."""
-    scores = reranker.score(query, passages)
-    top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:sentence_depth]
+    top = sentence_pass_passages(reranker.score(query, passages), sentence_depth)
     return passages + list(distinct_sentences([passages[i] for i in top]))
 
 

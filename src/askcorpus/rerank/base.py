@@ -56,11 +56,17 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Ca
     texts = [text_of(hit.passage_id) for hit in head]
     scores = np.asarray(reranker.score(query, texts), dtype=np.float64)
     if sentence_depth > 0:
-        best = np.argsort(-scores, kind="stable")[:sentence_depth]
+        best = sentence_pass_passages(scores, sentence_depth)
         scores[best] = np.maximum(scores[best], best_sentence_scores(reranker, query, [texts[i] for i in best]))
     order = np.argsort(-scores, kind="stable")
     reranked = [replace(head[i], rerank_score=float(scores[i])) for i in order]
     return reranked + tail
+
+
+def sentence_pass_passages(scores: np.ndarray, sentence_depth: int) -> np.ndarray:
+    """Indexes of the passages whose sentences the sentence pass reads: the `sentence_depth` scored highest,
+    ties in first-stage order."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:sentence_depth]
 
 
 def best_sentence_scores(reranker: Reranker, query: str, texts: Sequence[str]) -> np.ndarray:
