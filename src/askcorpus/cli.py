@@ -76,20 +76,61 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from .engine import announce_builds, open_searcher
+    from .generate import NOT_CONFIGURED, generator_for, with_generated
 
     settings = _settings(args)
+    if args.generate and not settings.generation_configured:
+        print(f"askcorpus: error: {NOT_CONFIGURED}", file=sys.stderr)  # before any model loads
+        return 2
     searcher = open_searcher(
         settings,
         build_if_missing=True,
         on_build=announce_builds(settings),
     )
     response = searcher.search(args.question, k=args.k, mode=args.mode)
+    titles = {doc_id: document.title for doc_id, document in searcher.index.documents.items()}
+    if args.generate:
+        generator = generator_for(settings)
+        streaming = not args.json
+        if streaming:
+            print(format_response(response, color=sys.stdout.isatty(), titles=titles))
+            print("Generated answer:", flush=True)
+        response = with_generated(response, searcher.index.documents, generator, searcher.reranker, settings,
+                                  on_text=(lambda piece: print(piece, end="", flush=True)) if streaming else None)
+        generator.close()
+        if streaming:
+            print("\n")
+            print(format_generated(response.generated, color=sys.stdout.isatty()))
+            return 0
     if args.json:
         print(json.dumps(response.to_dict(), ensure_ascii=False))
     else:
-        titles = {doc_id: document.title for doc_id, document in searcher.index.documents.items()}
         print(format_response(response, color=sys.stdout.isatty(), titles=titles))
     return 0
+
+
+def format_generated(generated, color: bool = False) -> str:
+    """What the written answer rests on: each sentence, whether its citations support it, and each passage cited
+    with its document and offsets."""
+    dim, warn, reset = ("\033[2m", "\033[1;31m", "\033[0m") if color else ("", "", "")
+    if generated.error:
+        return f"{warn}No answer written: {generated.error}{reset}\n"
+    lines = []
+    if generated.abstained:
+        lines.append("Abstained: the passages do not answer this question.")
+    for sentence in generated.sentences:
+        mark = "supported  " if sentence.supported else f"{warn}UNSUPPORTED{reset}"
+        cited = ", ".join(f"[{n}]" for n in sentence.citations) or "no citation"
+        lines.append(f"  {mark} {sentence.text}  {dim}({cited}){reset}")
+    lines.append("")
+    lines.append("Citations:")
+    for citation in generated.citations:
+        page = f" p.{citation.page}" if citation.page else ""
+        lines.append(f"  [{citation.n}] {citation.title}  {dim}{citation.doc_id}{page} "
+                     f"[{citation.start}:{citation.end}]{reset}")
+    tokens = f"{generated.prompt_tokens} prompt + {generated.completion_tokens} answer tokens"
+    lines.append(f"{dim}{generated.model}, {tokens}, {generated.seconds:.1f} s{reset}")
+    return "\n".join(lines) + "\n"
 
 
 def format_response(response: SearchResponse, color: bool = False, titles: Mapping[str, str] | None = None) -> str:
@@ -161,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", type=int, default=None, help="passages to return (1-100, default 10)")
     ask.add_argument("--mode", choices=MODES, default=None, help="retrieval mode (default hybrid)")
     ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--generate", action="store_true",
+                     help="have the configured language model write the answer from the top passages, streamed, "
+                          "each sentence cited and checked (needs ASKCORPUS_LLM_URL or ASKCORPUS_LLM_GGUF)")
     _add_rerank(ask)
     _add_paths(ask)
     ask.set_defaults(func=cmd_ask)

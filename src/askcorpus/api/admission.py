@@ -41,11 +41,15 @@ class AdmissionGate:
     gone away gives its turn to the next one without computing anything.
     """
 
-    def __init__(self, concurrency: int, queue: int) -> None:
+    def __init__(self, concurrency: int, queue: int, noun: str = "search", plural: str = "searches") -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError(f"concurrency must be >= 1 and queue >= 0, got {concurrency} and {queue}")
         self.concurrency = concurrency
         self.queue = queue
+        # What a turn is for, as the refusals name it: "a search", "searches"; "an answer", "answers".
+        self.noun = noun
+        self.plural = plural
+        self._one = ("an " if noun[:1] in "aeiou" else "a ") + noun
         self.running = 0
         self.max_running = 0
         self.max_waiting = 0
@@ -75,7 +79,7 @@ class AdmissionGate:
         await self._acquire(loop, deadline)
         try:
             if client_gone is not None and await client_gone():
-                raise self._reject(DISCONNECTED, "the client disconnected while its search waited")
+                raise self._reject(DISCONNECTED, f"the client disconnected while its {self.noun} waited")
             started = loop.time()
             try:
                 yield
@@ -89,17 +93,18 @@ class AdmissionGate:
             self._enter()
             return
         if len(self._waiters) >= self.queue:
-            raise self._reject(QUEUE_FULL, f"server busy: {self.running} searches running and {len(self._waiters)} "
-                                           f"waiting (the limits are {self.concurrency} and {self.queue}); retry later")
+            raise self._reject(QUEUE_FULL, f"server busy: {self.running} {self.plural} running and "
+                                           f"{len(self._waiters)} waiting (the limits are {self.concurrency} and "
+                                           f"{self.queue}); retry later")
         left = deadline - loop.time()
         budget = left - self.service_seconds
         # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
         expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
         if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
             raise self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
-                                         f"({len(self._waiters)} waiting) and a search takes about "
-                                         f"{self.service_seconds * 1000:.0f} ms, more than the search's deadline "
-                                         f"leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
+                                         f"({len(self._waiters)} waiting) and {self._one} takes about "
+                                         f"{self.service_seconds * 1000:.0f} ms, more than the {self.noun}'s "
+                                         f"deadline leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
         waiter = loop.create_future()
         self._waiters.append(waiter)
         self.max_waiting = max(self.max_waiting, len(self._waiters))
@@ -111,8 +116,9 @@ class AdmissionGate:
         if waiter.done() and not waiter.cancelled():
             return  # the releasing search handed its turn over: self.running already counts this one
         self._abandon(waiter)
-        raise self._reject(EXPIRED, f"server busy: no turn came within the search's deadline (it leaves "
-                                    f"{max(0.0, deadline - loop.time()) * 1000:.0f} ms, and a search takes about "
+        raise self._reject(EXPIRED, f"server busy: no turn came within the {self.noun}'s deadline (it leaves "
+                                    f"{max(0.0, deadline - loop.time()) * 1000:.0f} ms, and {self._one} takes "
+                                    f"about "
                                     f"{self.service_seconds * 1000:.0f} ms); retry later")
 
     def _abandon(self, waiter: asyncio.Future) -> None:

@@ -24,6 +24,7 @@ from .. import __version__, store
 from ..config import Settings
 from ..embed import Embedder
 from ..errors import AskcorpusError
+from ..generate import Generator, generator_for
 from ..search import NOT_ONLY_WHITESPACE, Searcher
 from .admission import AdmissionGate
 from .batching import QueryEncoder
@@ -62,12 +63,15 @@ ERRORS = {"model": ErrorOut}
 
 
 def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher: Searcher | None = None,
-               batching: bool = True) -> FastAPI:
-    """The askcorpus web app. The model and index load in the lifespan (or come in ready as `searcher`)."""
+               batching: bool = True, generator: Generator | None = None) -> FastAPI:
+    """The askcorpus web app. The models and index load in the lifespan (or come in ready as `searcher` and
+    `generator`; without one, the generator the settings configure, if any)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         holder = await asyncio.to_thread(open_holder, settings, embedder, searcher)
+        app.state.generator = generator if generator is not None else \
+            await asyncio.to_thread(generator_for, settings)
 
         def encode(texts: list[str]):
             started = time.perf_counter()
@@ -91,6 +95,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                  "(%s) at http://%s:%d/", __version__, settings.index, index.path.name, index.built_at,
                  len(index.documents), len(index.passages), holder.embedder.name, holder.embedder.backend, host,
                  settings.port)
+        if app.state.generator is not None:
+            log.info("answers written on request by %s (%s)", app.state.generator.name, app.state.generator.backend)
         try:
             yield
         finally:
@@ -101,6 +107,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                 except (asyncio.CancelledError, Exception):
                     pass
             await encoder.stop()
+            if generator is None and app.state.generator is not None:
+                app.state.generator.close()  # only what the lifespan loaded: a given one belongs to its caller
             gc.unfreeze()
 
     app = FastAPI(
@@ -116,8 +124,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     SearchRequest = search_request_model(max_chars, max_deadline_ms)
     gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
     metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
-    pipeline = SearchPipeline(settings, gate, metrics)
+    generation_gate = AdmissionGate(settings.generate_concurrency, settings.generate_queue, noun="answer",
+                                    plural="answers")
+    pipeline = SearchPipeline(settings, gate, metrics, generation_gate)
     app.state.gate = gate  # for inspection: the counts behind the queue gauges
+    app.state.generation_gate = generation_gate
 
     # async on purpose: FastAPI runs a plain-def dependency in a worker thread, two thread hops per search.
     async def get_holder(request: Request) -> IndexHolder:
@@ -126,18 +137,28 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     async def get_encoder(request: Request) -> QueryEncoder:
         return request.app.state.encoder
 
-    search_errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable"},
+    async def get_generator(request: Request) -> Generator | None:
+        return request.app.state.generator
+
+    search_errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable, or generate was asked "
+                                                    "of a server with no language model"},
                      413: {**ERRORS, "description": f"body larger than {settings.max_body_bytes} bytes"},
                      503: {**ERRORS, "description": "server busy: the search queue is full or the search could not "
                                                     "start within its deadline; retry after Retry-After seconds"}}
 
-    @app.post("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
-              summary="Ranked passages with citations and an extractive answer")
+    search_responses = {**search_errors, 200: {"content": {"text/event-stream": {
+        "description": "with generate and Accept: text/event-stream: a `results` event (this response without "
+                       "`generated`), `delta` events ({\"text\": ...}) as the model writes, and a `done` event "
+                       "({\"generated\": ...}) after the check"}}}}
+
+    @app.post("/search", response_model=SearchOut, responses=search_responses, tags=["search"],
+              summary="Ranked passages with citations, an extractive answer and, with generate, a written one")
     async def post_search(request: Request, body: SearchRequest,  # type: ignore[valid-type]
                           holder: IndexHolder = Depends(get_holder),
-                          encoder: QueryEncoder = Depends(get_encoder)) -> Response:
+                          encoder: QueryEncoder = Depends(get_encoder),
+                          generator: Generator | None = Depends(get_generator)) -> Response:
         return await pipeline.respond(request, body.query, body.k, body.mode, body.rerank, body.deadline_ms,
-                                      holder, encoder)
+                                      holder, encoder, body.generate, generator)
 
     @app.get("/search", response_model=SearchOut, responses=search_errors, tags=["search"],
              summary="Same as POST /search, for links and curl")
@@ -151,10 +172,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                                                          "setting)")] = None,
         deadline_ms: Annotated[int | None, Query(ge=1, le=max_deadline_ms, description="time budget in ms "
                                                  "(default and limit: the server's search_deadline)")] = None,
+        generate: Annotated[bool, Query(description="also have the language model write the answer")] = False,
         holder: IndexHolder = Depends(get_holder),
         encoder: QueryEncoder = Depends(get_encoder),
+        generator: Generator | None = Depends(get_generator),
     ) -> Response:
-        return await pipeline.respond(request, q, k, mode, rerank, deadline_ms, holder, encoder)
+        return await pipeline.respond(request, q, k, mode, rerank, deadline_ms, holder, encoder, generate, generator)
 
     @app.get("/documents", response_model=DocumentList, tags=["documents"], summary="The indexed documents")
     async def list_documents(holder: IndexHolder = Depends(get_holder)) -> dict:
@@ -209,7 +232,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
         }
 
     @app.get("/health", response_model=HealthOut, tags=["service"], summary="Is the index loaded, and which")
-    async def health(holder: IndexHolder = Depends(get_holder), encoder: QueryEncoder = Depends(get_encoder)) -> dict:
+    async def health(holder: IndexHolder = Depends(get_holder), encoder: QueryEncoder = Depends(get_encoder),
+                     generator: Generator | None = Depends(get_generator)) -> dict:
         index = holder.searcher.index
         return {
             "status": "ok",
@@ -227,6 +251,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
             "reloads": holder.reloads,
             "last_reload_error": holder.last_error,
             "batching": encoder.batching,
+            # The model and its kind only: the endpoint's address and key are not the public's business.
+            "generator": None if generator is None else {"model": generator.name, "backend": generator.backend},
         }
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics (text exposition format)",
@@ -348,7 +374,8 @@ def serve(settings: Settings) -> int:
     # Load (or build) before binding, so a missing model or a damaged index fails with the CLI's clear message.
     embedder = SerializedEmbedder(embedder_for(settings))
     searcher = open_searcher(settings, embedder, build_if_missing=True, on_build=partial(log_build, settings))
-    app = create_app(settings, embedder, searcher=searcher)
+    generator = generator_for(settings)  # a GGUF that cannot load fails here, before the port is taken
+    app = create_app(settings, embedder, searcher=searcher, generator=generator)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=config,
                                            access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout))
     return run_until_stopped(server)

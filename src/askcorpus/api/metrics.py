@@ -11,6 +11,7 @@ from .admission import REASONS, AdmissionGate
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STAGES = ("encode", "retrieve", "rerank", "answer")
+GENERATION_OUTCOMES = ("answered", "abstained", "error")
 # Request latency buckets (seconds): from a cached /health to a search that waited its whole 5 s budget.
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -85,6 +86,24 @@ class Metrics:
                                   ["reason"], registry=registry)
         for reason in REASONS:  # present (at 0) from the first scrape, so rate() works from the start
             self.rejections.labels(reason)
+        self.generation_rejections = Counter(
+            "askcorpus_generation_rejections", "generated answers not written: the generation lane was full, its "
+            "deadline passed, or the client left", ["reason"], registry=registry)
+        for reason in REASONS:
+            self.generation_rejections.labels(reason)
+        self.generations = Counter("askcorpus_generations", "generated answers by outcome", ["outcome"],
+                                   registry=registry)
+        for outcome in GENERATION_OUTCOMES:
+            self.generations.labels(outcome)
+        self.generation_seconds = Histogram(
+            "askcorpus_generation_duration_seconds", "askcorpus's time around the model (prepare: results to the "
+            "request sent; check: last token to the checked answer) and the model's (first_token, total)",
+            ["part"], buckets=STAGE_BUCKETS + (5.0, 10.0, 30.0, 60.0), registry=registry)
+        self.generated_sentences = Counter("askcorpus_generated_sentences", "sentences of generated answers, by "
+                                           "whether the passages they cite support them", ["supported"],
+                                           registry=registry)
+        self.dropped_markers = Counter("askcorpus_dropped_markers", "[n] markers naming no passage given to the "
+                                       "model, removed from answers", registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         registry.register(_StateCollector(gate, holder))
@@ -101,6 +120,23 @@ class Metrics:
 
     def reject(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+    def observe_generation_rejected(self, reason: str) -> None:
+        self.generation_rejections.labels(reason).inc()
+
+    def observe_generated(self, generated: Any) -> None:
+        """Counts and times of one generated answer (a `records.Generated`)."""
+        if generated is None:
+            return
+        outcome = "error" if generated.error else "abstained" if generated.abstained else "answered"
+        self.generations.labels(outcome).inc()
+        for part, seconds in generated.timings.items():
+            self.generation_seconds.labels(part).observe(seconds)
+        self.generation_seconds.labels("total").observe(generated.seconds)
+        for sentence in generated.sentences:
+            self.generated_sentences.labels(str(sentence.supported).lower()).inc()
+        if generated.dropped_markers:
+            self.dropped_markers.inc(generated.dropped_markers)
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)

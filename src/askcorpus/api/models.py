@@ -53,6 +53,41 @@ class ResultOut(BaseModel):
     )
 
 
+class SentenceOut(BaseModel):
+    text: str = Field(description="the sentence with its [n] markers, exactly generated.text[start:end]")
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    citations: list[int] = Field(description="the numbers n of the passages it cites")
+    supported: bool = Field(description="every number, date and name in it occurs in a passage it cites, and the "
+                                        "cross-encoder reads that passage as saying it; false for no citation")
+
+
+class CitationOut(BaseModel):
+    n: int = Field(ge=1, description="the passage's number in the prompt, as the answer's [n] markers name it")
+    doc_id: str
+    start: int = Field(ge=0, description="the passage's offsets in the document, as for a search result")
+    end: int = Field(ge=0)
+    page: int | None = None
+    title: str
+    passage_id: int = Field(ge=0)
+
+
+class GeneratedOut(BaseModel):
+    text: str | None = Field(description="the answer the model wrote, markers included; null when it abstained "
+                                         "or failed")
+    sentences: list[SentenceOut]
+    citations: list[CitationOut] = Field(description="the passages the model was given, numbered")
+    abstained: bool = Field(description="the model said the passages do not answer, or no sentence was supported")
+    model: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float = Field(ge=0)
+    error: str | None = Field(None, description="why no answer was written (model unreachable, refused, too slow, "
+                                                "busy...); the passages and extractive answer still stand")
+    dropped_markers: int = Field(0, ge=0, description="[n] markers naming no given passage, removed from text")
+    reply: str | None = Field(None, description="the model's text as it came, before markers were resolved")
+
+
 class SearchOut(BaseModel):
     """The same object as `askcorpus ask --json`, plus `highlights` on each result."""
 
@@ -61,6 +96,8 @@ class SearchOut(BaseModel):
     reranked: bool = Field(description="whether the cross-encoder reordered the list and chose the answer")
     answer: AnswerOut | None
     results: list[ResultOut]
+    generated: GeneratedOut | None = Field(None, description="the language model's answer, when asked with "
+                                                             "generate=true")
 
 
 class DocumentInfo(BaseModel):
@@ -94,6 +131,11 @@ class PassageContext(BaseModel):
     context_end: int = Field(ge=0, description="offset where `after` ends")
 
 
+class GeneratorInfo(BaseModel):
+    model: str
+    backend: str = Field(description="openai (an OpenAI-compatible endpoint) or llamacpp (a GGUF in process)")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
     index_loaded: bool
@@ -110,6 +152,8 @@ class HealthOut(BaseModel):
     reloads: int = Field(ge=0, description="index swaps since start-up")
     last_reload_error: str | None = Field(None, description="why the newest build could not be loaded, if so")
     batching: bool
+    generator: GeneratorInfo | None = Field(None, description="the language model writing answers, null when none "
+                                                              "is configured")
 
 
 class SkippedOut(BaseModel):
@@ -168,6 +212,9 @@ def search_request_model(max_query_chars: int, max_deadline_ms: int) -> type[Bas
         mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
         rerank: bool | None = Field(None, description="reorder the candidates with the cross-encoder (default: "
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
+        generate: bool = Field(False, description="also have the configured language model write the answer from "
+                                                  "the top passages, each sentence cited and checked; with "
+                                                  "Accept: text/event-stream it streams as Server-Sent Events")
         # The bounds go on the integer, before its validator: on the optional, or after the validator, pydantic
         # publishes them as unknown "ge"/"le" keys, and the schema would admit what validation refuses.
         deadline_ms: Annotated[int, Field(ge=1, le=max_deadline_ms), BeforeValidator(_integral)] \

@@ -20,7 +20,7 @@ from .writer import with_generated, write_answer
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["Generator", "Message", "Usage", "generator_for", "require_generation", "with_generated",
+__all__ = ["NOT_CONFIGURED", "Generator", "Message", "Usage", "generator_for", "require_generation", "with_generated",
            "write_answer"]
 
 NOT_CONFIGURED = ("no language model is configured here: set ASKCORPUS_LLM_URL (an OpenAI-compatible endpoint, e.g. "

@@ -39,6 +39,7 @@ class LlamaCppModel(Generator):
         params.port = 0
         params.hostnames = ["127.0.0.1"]
         params.warmup = False
+        params.verbosity = -1  # llama.cpp's own log would interleave with the streamed answer on a terminal
         count = threads or os.cpu_count() or 1
         params.cpuparams.n_threads = count
         params.cpuparams_batch.n_threads = count
