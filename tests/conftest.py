@@ -169,6 +169,8 @@ def scripted_llm(scripted_llm_server):
     llm, base = scripted_llm_server
     llm.script = Script()
     llm.requests.clear()
+    llm.sent_pieces = 0
+    llm.closed_early = False
     return llm, base
 
 

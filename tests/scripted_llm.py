@@ -68,8 +68,10 @@ def scripted_app(llm: ScriptedLLM) -> Starlette:
         body = await request.json()
         llm.requests.append(body)
         script = llm.script
-        if script.hang:
-            await asyncio.sleep(3600)
+        if script.hang:  # until the client gives up
+            while not await request.is_disconnected():
+                await asyncio.sleep(0.05)
+            return Response(status_code=499)
         if script.status != 200:
             return JSONResponse({"error": {"message": f"scripted failure {script.status}", "type": "scripted",
                                            "code": script.status}}, status_code=script.status)
