@@ -40,6 +40,7 @@ class LlamaCppModel(Generator):
         params.hostnames = ["127.0.0.1"]
         params.warmup = False
         params.verbosity = -1  # llama.cpp's own log would interleave with the streamed answer on a terminal
+        params.endpoint_metrics = True  # its decode counter shows whether a stopped answer really stopped
         count = threads or os.cpu_count() or 1
         params.cpuparams.n_threads = count
         params.cpuparams_batch.n_threads = count
