@@ -208,3 +208,8 @@ def test_no_results_abstain_without_asking_the_model(settings):
     generator = WordGenerator("anything")
     generated = write_answer("When?", [], {}, generator, None, settings)
     assert generated.abstained and generated.text is None and generator.messages == []
+
+
+def test_a_number_opening_the_next_line_cites_that_line():
+    sentences = cited_sentences("ISKP grew fast.\n\n[2] It recruits online.")
+    assert [(s.claim, s.citations) for s in sentences] == [("ISKP grew fast.", ()), ("It recruits online.", (2,))]

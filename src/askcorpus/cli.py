@@ -121,7 +121,7 @@ def format_generated(generated, color: bool = False) -> str:
     for sentence in generated.sentences:
         mark = "supported  " if sentence.supported else f"{warn}UNSUPPORTED{reset}"
         cited = ", ".join(f"[{n}]" for n in sentence.citations) or "no citation"
-        lines.append(f"  {mark} {sentence.text}  {dim}({cited}){reset}")
+        lines.append(f"  {mark} {' '.join(sentence.text.split())}  {dim}({cited}){reset}")
     lines.append("")
     lines.append("Citations:")
     for citation in generated.citations:

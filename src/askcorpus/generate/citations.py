@@ -9,10 +9,10 @@ from dataclasses import dataclass
 # One bracket of passage numbers: [3], [1, 2], [1,2 ,4].
 MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 # A sentence ends at . ! or ? (closing quotes or brackets kept with it), then any markers the model put after the
-# stop, before white space and a capital, digit, quote or marker, or at the end of the text; a line break ends
-# one too (lists).
+# stop on the same line, before white space and a capital, digit, quote or marker, or at the end of the text; a
+# line break ends one too (lists, and models that put each passage's number at the start of a line).
 SENTENCE_END = re.compile(
-    r"[.!?]+[\"”’)]*(?:\s*\[\s*\d+(?:\s*,\s*\d+)*\s*\])*(?=\s+[\"“‘(\[A-Z0-9]|\s*$)|\n+")
+    r"[.!?]+[\"”’)]*(?:[ \t]*\[\s*\d+(?:\s*,\s*\d+)*\s*\])*(?=\s+[\"“‘(\[A-Z0-9]|\s*$)|\n+")
 
 
 @dataclass(frozen=True)
