@@ -59,3 +59,41 @@ def test_a_setting_out_of_range_is_one_line_naming_the_variable(tmp_path, capsys
     assert cli_main(["index", "--index", str(tmp_path / "index")]) == 2
     assert "chunk_overlap (200) must be smaller than chunk_tokens (128)" in capsys.readouterr().err
     assert not (tmp_path / "index").exists()
+
+
+def test_ask_generate_without_a_model_says_how_to_configure_one(tmp_path, capsys):
+    assert cli_main(["ask", "Who leads ISKP?", "--generate", "--index", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err
+    assert "ASKCORPUS_LLM_URL" in err and "ASKCORPUS_LLM_GGUF" in err
+    assert not (tmp_path / "index").exists()  # refused before anything loads or builds
+
+
+def _scripted_env(monkeypatch, settings, url):
+    for name, value in {"ASKCORPUS_LLM_URL": url, "ASKCORPUS_MODEL": settings.model,
+                        "ASKCORPUS_RERANK_MODEL": settings.rerank_model}.items():
+        monkeypatch.setenv(name, value)
+    return ["--corpus", str(settings.corpus), "--index", str(settings.index)]
+
+
+def test_ask_generate_streams_then_lists_what_each_sentence_cites(fake_settings, scripted_llm, capsys, monkeypatch):
+    llm, url = scripted_llm
+    paths = _scripted_env(monkeypatch, fake_settings, url)
+    llm.say("ISKP has 123456 fighters [1]. Nobody knows why.")
+    assert cli_main(["ask", "How many fighters does ISKP have?", "-k", "3", "--generate", *paths]) == 0
+    out = capsys.readouterr().out
+    assert "Generated answer:\nISKP has 123456 fighters [1]. Nobody knows why." in out
+    assert "UNSUPPORTED ISKP has 123456 fighters [1].  ([1])" in out
+    assert "UNSUPPORTED Nobody knows why.  (no citation)" in out
+    assert "Citations:\n  [1] " in out and "scripted-model" in out
+
+
+def test_ask_generate_json_carries_the_generated_object(fake_settings, scripted_llm, capsys, monkeypatch):
+    import json
+
+    llm, url = scripted_llm
+    paths = _scripted_env(monkeypatch, fake_settings, url)
+    llm.say("The passages do not answer this question.")
+    assert cli_main(["ask", "Who won the 1998 World Cup?", "--generate", "--json", *paths]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["generated"]["abstained"] is True and data["generated"]["text"] is None
+    assert data["results"] and len(data["generated"]["citations"]) >= 1

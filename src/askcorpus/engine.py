@@ -15,14 +15,16 @@ from .search import Searcher
 from . import store
 
 
-def announce_builds(settings: Settings, stream: TextIO = sys.stderr) -> Callable[[BuildReport | None], None]:
-    """An `on_build` callback that says a missing index is being built, then prints what the build did."""
+def announce_builds(settings: Settings, stream: TextIO | None = None) -> Callable[[BuildReport | None], None]:
+    """An `on_build` callback that says a missing index is being built, then prints what the build did (to
+    `stream`, or to whatever sys.stderr is when it prints)."""
 
     def announce(report: BuildReport | None = None) -> None:
+        out = stream or sys.stderr
         if report is None:
-            print(f"no index at {settings.index}: building it from {settings.corpus} first...", file=stream)
+            print(f"no index at {settings.index}: building it from {settings.corpus} first...", file=out)
         else:
-            print(report.summary(), file=stream)
+            print(report.summary(), file=out)
 
     return announce
 
