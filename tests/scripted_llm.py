@@ -28,6 +28,7 @@ class Script:
     status: int = 200
     hang: bool = False
     garbage: bool = False
+    message: str = ""  # the error body's message (default: "scripted failure <status>")
 
 
 @dataclass
@@ -73,7 +74,8 @@ def scripted_app(llm: ScriptedLLM) -> Starlette:
                 await asyncio.sleep(0.05)
             return Response(status_code=499)
         if script.status != 200:
-            return JSONResponse({"error": {"message": f"scripted failure {script.status}", "type": "scripted",
+            return JSONResponse({"error": {"message": script.message or f"scripted failure {script.status}",
+                                           "type": "scripted",
                                            "code": script.status}}, status_code=script.status)
         if script.garbage:
             return Response("<html>not an event stream</html>", media_type="text/event-stream")

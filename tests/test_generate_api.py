@@ -124,6 +124,8 @@ def test_no_answer_phrase_or_nothing_supported_abstains(serve, scripted_llm, rep
 @pytest.mark.parametrize("script, words", [
     ({"status": 401}, "API key"),
     ({"status": 500}, "failed (500)"),
+    ({"status": 400, "message": "This model's maximum context length is 2048 tokens"}, "does not fit the model's "
+                                                                                      "context"),
     ({"garbage": True}, "no text"),
 ])
 def test_model_failures_are_200_with_the_reason(serve, scripted_llm, script, words):
