@@ -55,3 +55,30 @@ def test_served_schema_is_the_fuzzed_one(live_url):
     import httpx
 
     assert httpx.get(f"{live_url}/openapi.json").json() == schema.raw_schema
+
+
+@pytest.fixture(scope="module")
+def generating_url(tmp_path_factory, seeds_dir, scripted_llm_server):
+    """The same app with a language model: the scripted endpoint, replying with one cited sentence."""
+    from askcorpus.generate import generator_for
+
+    llm, llm_url = scripted_llm_server
+    llm.say("The report warned about ISKP [1]. It also names 2021 [2].")
+    root = tmp_path_factory.mktemp("fuzz-generate")
+    shutil.copytree(seeds_dir, root / "corpus")
+    settings = Settings(corpus=root / "corpus", index=root / "index", llm_url=llm_url, **SETTINGS)
+    embedder = HashingEmbedder(dim=64)
+    build_index(settings, embedder)
+    app = create_app(settings, embedder=embedder, generator=generator_for(settings))
+    with serve_in_thread(app, start_timeout=30) as url:
+        yield url
+
+
+generating_schema = schemathesis.openapi.from_dict(
+    create_app(Settings(llm_url="http://127.0.0.1:9/v1", **SETTINGS)).openapi())
+
+
+@generating_schema.include(path="/search").parametrize()
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_answers_conform_to_the_schema(case, generating_url):
+    case.call_and_validate(base_url=generating_url)

@@ -33,7 +33,7 @@ from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .metrics import CONTENT_TYPE, Metrics
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware
 from .models import (DocumentList, DocumentText, ErrorOut, HealthOut, ModeName, PassageContext, ReindexOut,
-                     SafeJSONResponse, SearchOut, search_request_model)
+                     SafeJSONResponse, SearchOut, generate_schema, search_request_model)
 from .pipeline import SearchPipeline
 from .validation import describe_errors, error_items
 
@@ -121,7 +121,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     )
     max_chars = settings.max_query_chars
     max_deadline_ms = int(settings.search_deadline * 1000)  # the one bound POST and GET both publish
-    SearchRequest = search_request_model(max_chars, max_deadline_ms)
+    generation = generator is not None or settings.generation_configured
+    SearchRequest = search_request_model(max_chars, max_deadline_ms, generation)
     gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
     metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
     generation_gate = AdmissionGate(settings.generate_concurrency, settings.generate_queue, noun="answer",
@@ -172,7 +173,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
                                                          "setting)")] = None,
         deadline_ms: Annotated[int | None, Query(ge=1, le=max_deadline_ms, description="time budget in ms "
                                                  "(default and limit: the server's search_deadline)")] = None,
-        generate: Annotated[bool, Query(description="also have the language model write the answer")] = False,
+        generate: Annotated[bool, Query(description="also have the language model write the answer",
+                                        json_schema_extra=generate_schema(generation))] = False,
         holder: IndexHolder = Depends(get_holder),
         encoder: QueryEncoder = Depends(get_encoder),
         generator: Generator | None = Depends(get_generator),

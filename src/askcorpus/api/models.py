@@ -192,8 +192,15 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def search_request_model(max_query_chars: int, max_deadline_ms: int) -> type[BaseModel]:
-    """The POST /search body; built per app so the documented limits are the configured ones."""
+def generate_schema(available: bool) -> dict | None:
+    """Where no language model is configured, the schema admits only generate=false: true is refused (422, with a
+    message saying how to configure one), and the published schema says so."""
+    return None if available else {"enum": [False]}
+
+
+def search_request_model(max_query_chars: int, max_deadline_ms: int, generation: bool = True) -> type[BaseModel]:
+    """The POST /search body; built per app so the documented limits (and whether it can generate) are the
+    configured ones."""
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(
@@ -214,7 +221,8 @@ def search_request_model(max_query_chars: int, max_deadline_ms: int) -> type[Bas
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
         generate: bool = Field(False, description="also have the configured language model write the answer from "
                                                   "the top passages, each sentence cited and checked; with "
-                                                  "Accept: text/event-stream it streams as Server-Sent Events")
+                                                  "Accept: text/event-stream it streams as Server-Sent Events",
+                               json_schema_extra=generate_schema(generation))
         # The bounds go on the integer, before its validator: on the optional, or after the validator, pydantic
         # publishes them as unknown "ge"/"le" keys, and the schema would admit what validation refuses.
         deadline_ms: Annotated[int, Field(ge=1, le=max_deadline_ms), BeforeValidator(_integral)] \
