@@ -206,3 +206,255 @@ def _assert_answer_shown(page, answer: dict | None) -> None:
         assert text.startswith("No confident answer")
     else:
         assert text == answer["text"].strip()
+
+
+# The generated answer ---------------------------------------------------------------------------------------
+
+GEN_QUESTION = "When was ISKP formed?"
+# The first sentence is in the top passage; the second's number is in none: it is marked unsupported.
+GEN_REPLY = "ISKP was formed in 2015 [1]. It has 99999 fighters [1]."
+# A function, not an expression: Playwright evaluates a bare expression with eval, which the page's CSP forbids.
+GEN_STREAMING = """() => {
+  const box = document.getElementById('generated');
+  const text = document.getElementById('generated-text').textContent;
+  return !box.hidden && box.classList.contains('streaming') && text.length > 0 ? text : false;
+}"""
+
+
+@pytest.fixture(scope="module")
+def live_generating(seeds_settings, real_embedder, scripted_llm_server):
+    """The app as `live`, with a language model: the scripted OpenAI-compatible server."""
+    from askcorpus.api import create_app
+    from askcorpus.generate import generator_for
+
+    _, base = scripted_llm_server
+    settings = seeds_settings.with_overrides(reload_interval=0, llm_url=base)
+    generator = generator_for(settings)
+    try:
+        with serve_in_thread(create_app(settings, embedder=real_embedder, generator=generator)) as url:
+            yield url
+    finally:
+        generator.close()
+
+
+def _watch_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # An aborted fetch is not an error of the page's; anything else the console reports is.
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    return errors
+
+
+def _generated_answer(url: str, question: str) -> dict:
+    """The whole response, generated answer included, as the API gives it without streaming."""
+    response = httpx.post(url + "/search", json={"query": question, "k": 10, "generate": True}, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_generated_answer_streams_then_links_what_it_cites(browser, live_generating, scripted_llm):
+    llm, _ = scripted_llm
+    llm.say(GEN_REPLY)
+    expected = _generated_answer(live_generating, GEN_QUESTION)
+    generated = expected["generated"]
+    assert generated["text"] == GEN_REPLY and not generated["error"] and not generated["abstained"]
+    assert [s["supported"] for s in generated["sentences"]] == [True, False], "the fixture's premise"
+    cited = next(c for c in generated["citations"] if c["n"] == 1)
+    document = httpx.get(f"{live_generating}/documents/{cited['doc_id']}").json()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    llm.say(GEN_REPLY, delay=0.3)  # ten words, one piece each: three seconds of streaming
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    errors = _watch_errors(page)
+    try:
+        page.goto(live_generating + "/")
+        switch = page.locator("#generate")
+        assert switch.is_enabled() and not switch.is_checked()  # on request only: it costs a model's time
+        health = httpx.get(live_generating + "/health").json()
+        assert health["generator"] and health["generator"]["model"] in page.get_attribute("#generate-option",
+                                                                                          "title")
+        switch.check()
+        page.fill("#q", GEN_QUESTION)
+        page.press("#q", "Enter")
+
+        # The passages and the extractive answer come first, exactly as without the model...
+        page.wait_for_selector("#results li.result", timeout=60_000)
+        # ...then the answer streams in above them: part of it is on the page while the model is still writing.
+        partial = page.wait_for_function(GEN_STREAMING, timeout=30_000).json_value()
+        still_writing = not llm.finished.is_set()
+        assert GEN_REPLY.startswith(partial) and len(partial) < len(GEN_REPLY), partial
+        assert still_writing, "the page showed text only once the model had finished"
+        assert page.locator("#generated-text a.cite").count() == 0  # links come with the checked answer
+        assert page.evaluate("document.getElementById('generated').compareDocumentPosition("
+                             "document.getElementById('results')) & Node.DOCUMENT_POSITION_FOLLOWING")
+        assert "generate=1" in page.evaluate("location.hash")  # the choice lives in the address
+        page.screenshot(path=str(ARTIFACTS / "page-desktop-generating.png"), full_page=True)
+
+        # Done: the checked answer replaces the streamed text, the same characters with markers as links.
+        page.wait_for_selector("#generated:not(.streaming) #generated-text a.cite", timeout=30_000)
+        assert page.text_content("#generated-text") == GEN_REPLY
+        assert page.get_attribute("#generated", "aria-busy") == "false"
+        items = page.locator("#results li.result")
+        assert _page_order(page) == _api_order(expected)
+        _assert_answer_shown(page, expected["answer"])
+        assert items.count() == len(expected["results"])
+
+        links = page.locator("#generated-text a.cite")
+        assert links.all_inner_texts() == ["[1]", "[1]"]
+        href = "#" + str(httpx.QueryParams({"doc": cited["doc_id"], "start": str(cited["start"]),
+                                            "end": str(cited["end"])}))
+        assert links.nth(0).get_attribute("href") == href
+        assert cited["title"] in links.nth(0).get_attribute("title")
+
+        sentences = page.locator("#generated-text .sentence")
+        assert sentences.all_text_contents() == [s["text"] for s in generated["sentences"]]
+        assert sentences.nth(0).get_attribute("class") == "sentence"
+        assert sentences.nth(1).get_attribute("class") == "sentence unsupported"
+        assert sentences.nth(1).get_attribute("title") == "Not supported by the passage it cites"
+        decoration = sentences.nth(1).evaluate("node => getComputedStyle(node).textDecorationStyle")
+        assert decoration == "dotted"  # visibly marked, not only in the markup
+        assert sentences.nth(0).evaluate("node => getComputedStyle(node).textDecorationLine") == "none"
+
+        meta = page.inner_text("#generated-meta")
+        assert health["generator"]["model"] in meta or "scripted-model" in meta
+        assert "tokens" in meta and " s" in meta
+        assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS["desktop"]["width"]
+        page.screenshot(path=str(ARTIFACTS / "page-desktop-generated.png"), full_page=True)
+
+        # The marker opens the document at exactly the span it cites, highlighted and focused.
+        requests = len(llm.requests)
+        links.nth(0).click()
+        page.wait_for_selector("mark#cited", timeout=30_000)
+        assert page.text_content("mark#cited") == document["text"][cited["start"]:cited["end"]]
+        assert page.text_content("#doc-text") == document["text"]
+        assert page.evaluate("document.activeElement && document.activeElement.id") == "cited"
+        assert page.evaluate(
+            "(() => { const r = document.getElementById('cited').getBoundingClientRect();"
+            " return r.top < window.innerHeight && r.bottom > 0; })()"
+        ), "the cited span is not scrolled into view"
+
+        # Back: the same answer is still there, not written again by the model.
+        page.click("#back")
+        page.wait_for_selector("#search-view:not([hidden]) #generated-text a.cite")
+        assert page.text_content("#generated-text") == GEN_REPLY
+        assert len(llm.requests) == requests
+    finally:
+        page.close()
+    assert not errors, errors
+
+
+def test_a_new_search_stops_the_answer_being_written(browser, live_generating, scripted_llm):
+    """Turning the switch off mid-answer asks again without the model: the page aborts its fetch, and the server,
+    seeing the client gone, stops the model (the scripted server sees its stream closed early)."""
+    llm, _ = scripted_llm
+    words = " ".join(f"word{i}" for i in range(60))
+    llm.say(f"ISKP was formed in 2015 [1]. {words}.", delay=0.25)  # some fifteen seconds if left to run
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    errors = _watch_errors(page)
+    try:
+        page.goto(live_generating + "/#" + str(httpx.QueryParams({"q": GEN_QUESTION, "generate": "1"})))
+        page.wait_for_function(GEN_STREAMING, timeout=60_000)
+        assert page.is_checked("#generate") and page.is_enabled("#go")  # a new question may be asked meanwhile
+        page.uncheck("#generate")  # asks again at once, without the model
+        page.wait_for_function("() => !location.hash.includes('generate=1')")
+        assert llm.finished.wait(10), "the model was not stopped when the page left"
+        assert llm.closed_early and llm.sent_pieces < len(llm.pieces(llm.script.text))
+        page.wait_for_selector("#generated[hidden]", state="attached", timeout=30_000)
+        page.wait_for_selector("#results li.result")
+        page.wait_for_timeout(500)  # nothing of the stopped answer comes back
+        assert page.locator("#generated").is_hidden()
+        assert page.text_content("#generated-text") == ""
+        assert not page.locator("#message.error").count()
+    finally:
+        page.close()
+    assert not [e for e in errors if "abort" not in e.lower()], errors
+
+
+@pytest.mark.parametrize("case", ["abstained", "failed"])
+def test_generated_answer_abstains_or_fails_beside_the_passages(browser, live_generating, scripted_llm, case):
+    llm, _ = scripted_llm
+    if case == "abstained":
+        llm.say("The passages do not answer this question.")
+    else:
+        llm.say("", status=500)
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    errors = _watch_errors(page)
+    try:
+        page.goto(live_generating + "/#" + str(httpx.QueryParams({"q": GEN_QUESTION, "generate": "1"})))
+        page.wait_for_selector("#generated:not(.streaming):not([hidden])", timeout=60_000)
+        page.wait_for_selector("#results li.result")  # the passages stand either way
+        assert page.locator("#generated-text a.cite").count() == 0
+        if case == "abstained":
+            assert page.inner_text("#generated-text") == "The documents do not answer this question."
+            assert "none" in page.get_attribute("#generated", "class")
+        else:
+            note = page.locator("#generated-note")
+            assert note.is_visible() and "error" in note.get_attribute("class")
+            assert "500" in note.inner_text() or "scripted failure" in note.inner_text(), note.inner_text()
+            assert page.locator("#answer").is_visible()
+        assert not page.locator("#message.error").count()
+    finally:
+        page.close()
+    assert not errors, errors
+
+
+def test_event_stream_parsing(browser, live_generating):
+    """What sse-starlette and other servers may send: \\r\\n line ends, comment pings, an event's data over several
+    lines, an event split across reads is the browser's business; here the parts of the format themselves."""
+    real = httpx.post(live_generating + "/search", json={"query": GEN_QUESTION, "k": 5}, timeout=60).json()
+    text = "ISKP was formed in 2015 [1]."
+    first = real["results"][0]
+    generated = {"text": text, "sentences": [{"text": text, "start": 0, "end": len(text), "citations": [1],
+                                              "supported": True}],
+                 "citations": [{"n": 1, "doc_id": first["doc_id"], "start": first["start"], "end": first["end"],
+                                "page": None, "title": "A title", "passage_id": first["passage_id"]}],
+                 "abstained": False, "model": "canned", "prompt_tokens": 12, "completion_tokens": 7,
+                 "seconds": 0.5, "error": None, "dropped_markers": 0, "reply": text}
+    import json
+
+    results = json.dumps(real, indent=1).split("\n")  # the JSON over many data: lines, joined again by \n
+    body = (": ping - 2024-01-01 00:00:00\r\n\r\n"
+            "event: results\r\n" + "".join(f"data: {line}\r\n" for line in results) + "\r\n"
+            ":another comment\n\n"
+            "event: delta\ndata: {\"text\":\ndata: \"ISKP was \"}\n\n"
+            "event:delta\rdata:{\"text\": \"formed\"}\r\r"
+            "event: done\r\ndata: " + json.dumps({"generated": generated}) + "\r\n\r\n")
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    errors = _watch_errors(page)
+    seen: list[dict] = []
+
+    def canned(route):
+        seen.append({"body": route.request.post_data_json, "accept": route.request.headers.get("accept")})
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=body)
+
+    try:
+        page.route("**/search", canned)
+        page.goto(live_generating + "/#" + str(httpx.QueryParams({"q": GEN_QUESTION, "k": "5", "generate": "1"})))
+        page.wait_for_selector("#generated-text a.cite", timeout=30_000)
+        assert seen == [{"body": {"query": GEN_QUESTION, "k": 5, "mode": "hybrid", "rerank": True, "generate": True},
+                         "accept": "text/event-stream"}]
+        assert page.locator("#results li.result").count() == len(real["results"])
+        assert page.text_content("#generated-text") == text
+        assert "canned · 12 prompt + 7 answer tokens · 0.5 s" == page.inner_text("#generated-meta")
+    finally:
+        page.close()
+    assert not errors, errors
+
+
+def test_generate_switch_off_without_a_model(browser, live):
+    """A server with no language model: the switch is disabled and says why; an old link asking for an answer
+    still searches, without one."""
+    assert httpx.get(live + "/health").json()["generator"] is None
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    errors = _watch_errors(page)
+    try:
+        page.goto(live + "/#" + str(httpx.QueryParams({"q": QUESTION, "generate": "1"})))
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        assert page.is_disabled("#generate") and not page.is_checked("#generate")
+        assert page.get_attribute("#generate-option", "title") == (
+            "No language model is configured on this server (ASKCORPUS_LLM_URL or ASKCORPUS_LLM_GGUF)")
+        assert page.locator("#generated").is_hidden()
+        assert not page.locator("#message.error").count()
+    finally:
+        page.close()
+    assert not errors, errors
