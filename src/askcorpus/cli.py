@@ -224,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beir", type=Path, default=None, metavar="DIR",
                           help="score a BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) instead: "
                                "nDCG@10 and Recall@100 per mode")
+    evaluate.add_argument("--support", action="store_true",
+                          help="measure the generated-answer support check instead: each answerable question's "
+                               "evidence sentence, that sentence altered and another document's sentence, scored "
+                               "against the passage holding the evidence at a range of thresholds")
+    evaluate.add_argument("--generate", action="store_true",
+                          help="score generated answers instead (hybrid search, reranked, then the configured "
+                               "model): accuracy, token F1, citations, support, abstention, tokens, seconds")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="only the first N questions (of the split)")
     evaluate.add_argument("-k", type=int, default=10)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None)

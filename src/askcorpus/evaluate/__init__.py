@@ -5,6 +5,9 @@
     suite.py    evaluate(searcher, questions, modes, k) -> EvalResult
     report.py   terminal table, JSON, Markdown report with a recall@k chart
     beir.py     a BEIR-layout folder scored by document: nDCG@10, Recall@100
+    support.py  the generated-answer support check measured: reference, altered and foreign claims per threshold
+    generated.py         pure metric functions over one generated answer
+    generated_suite.py   evaluate_generated(searcher, questions, generator, settings) -> GeneratedEval
 `main` is the `askcorpus eval` command, a thin shell over these.
 """
 
@@ -30,10 +33,20 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """`askcorpus eval`: load the set, open (or build) the index, run every mode, print and report."""
     from ..engine import announce_builds, open_searcher
 
-    if getattr(args, "beir", None) is not None:
+    task = _task(args)
+    if task == "beir":
         return _main_beir(args, settings)
+    if task == "generate" and not settings.generation_configured:
+        from ..generate import require_generation
+
+        require_generation(True, None)  # GenerationUnavailableError (exit 2), before any model loads
     split = getattr(args, "split", None)
     questions = load_qa(args.qa, split=split)
+    limit = getattr(args, "limit", None)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {limit}")
+        questions = questions[:limit]
     if not questions:
         raise ConfigError(f"no questions in {args.qa}" + (f" with split {split!r}" if split else ""))
     searcher = open_searcher(
@@ -56,11 +69,11 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {problem}", file=sys.stderr)
         if len(problems) > 10:
             print(f"  ... and {len(problems) - 10} more (askcorpus.evaluate.check_qa lists them all)", file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        print(f"\r{done}/{total} questions", end="\n" if done == total else "", file=sys.stderr, flush=True)
-
-    result = evaluate(searcher, questions, modes, args.k, progress=progress if sys.stderr.isatty() else None)
+    if task == "support":
+        return _main_support(args, searcher, questions, split)
+    if task == "generate":
+        return _main_generate(args, settings, searcher, questions, split)
+    result = evaluate(searcher, questions, modes, args.k, progress=_progress if sys.stderr.isatty() else None)
     meta = {"qa": str(args.qa), "split": split, "index": str(settings.index), "model": settings.model}
     if args.json:
         print(to_json(result, **meta))
@@ -70,6 +83,63 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if report_dir is not None:
         path = write_report(result, report_dir, documents=searcher.index.documents, meta=meta)
         print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
+def _task(args: argparse.Namespace) -> str:
+    """Which evaluation the flags ask for: "retrieval" (the default), "beir", "support" or "generate"."""
+    chosen = [name for name, flag in (("beir", getattr(args, "beir", None) is not None),
+                                      ("support", getattr(args, "support", False)),
+                                      ("generate", getattr(args, "generate", False))) if flag]
+    if len(chosen) > 1:
+        flags = " and ".join("--" + name for name in chosen)
+        raise ConfigError(f"choose one of --beir, --support and --generate, not {flags}")
+    if chosen and chosen[0] != "beir" and getattr(args, "report", None) is not None:
+        raise ConfigError(f"--report writes the retrieval report; with --{chosen[0]} use --json")
+    return chosen[0] if chosen else "retrieval"
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\r{done}/{total} questions", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _main_support(args: argparse.Namespace, searcher, questions: list[QAItem], split: str | None) -> int:
+    """`askcorpus eval --support`: the support check's acceptance and precision per threshold, and the choice."""
+    import json
+
+    from .support import format_support, measure_support
+
+    if searcher.reranker is None:
+        raise ConfigError("eval --support measures the cross-encoder's threshold: leave out --no-rerank "
+                          "(and ASKCORPUS_RERANK=false)")
+    result = measure_support(questions, searcher.index.documents, searcher.index.passages, searcher.reranker)
+    if args.json:
+        print(json.dumps({"qa": str(args.qa), "split": split, "reranker": searcher.reranker.name,
+                          **result.to_dict()}))
+    else:
+        print(format_support(result, split), end="")
+    return 0
+
+
+def _main_generate(args: argparse.Namespace, settings: Settings, searcher, questions: list[QAItem],
+                   split: str | None) -> int:
+    """`askcorpus eval --generate`: every question answered by the configured model, scored beside the
+    extractive answer."""
+    import json
+
+    from ..generate import generator_for
+    from .generated_suite import evaluate_generated, format_generated
+
+    generator = generator_for(settings)
+    try:
+        result = evaluate_generated(searcher, questions, generator, settings,
+                                    progress=_progress if sys.stderr.isatty() else None)
+    finally:
+        generator.close()
+    if args.json:
+        print(json.dumps({"qa": str(args.qa), "split": split, "index": str(settings.index), **result.to_dict()}))
+    else:
+        print(format_generated(result, split), end="")
     return 0
 
 
