@@ -47,8 +47,8 @@ def _run_search(searcher: Searcher, query: str, k: int, mode: str, rerank: bool 
     """The search response as JSON bytes and its stage timings, made in a worker thread (FastAPI's own
     validation and encoding of a dict on the event loop cost more than the search; the dict is checked against
     SearchOut by the tests)."""
-    response = searcher.search(query, k, mode, query_vector=vector, rerank=rerank)
-    return _response_json(response), response.timings
+    response, timings = _search_response(searcher, query, k, mode, rerank, vector)
+    return _response_json(response), timings
 
 
 def _search_response(searcher: Searcher, query: str, k: int, mode: str, rerank: bool | None,

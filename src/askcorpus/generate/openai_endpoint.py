@@ -65,9 +65,7 @@ class OpenAIEndpoint(Generator):
                     piece = choice.delta.content if choice.delta is not None else None
                     if piece:
                         yield piece
-        except GeneratorExit:
-            raise
-        except Exception as error:
+        except Exception as error:  # GeneratorExit (closed early) is no Exception: it passes through
             raise GenerationError(describe(error, self.base_url)) from None
         finally:
             reply.close()  # leaving early closes the connection: the server stops generating
