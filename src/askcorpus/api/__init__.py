@@ -3,7 +3,9 @@
 Nothing happens at import time. `create_app(settings)` returns an app whose lifespan loads the model and the
 index once (building the index first if there is none); `serve(settings)` runs it under uvicorn.
 
-- app: the endpoints, the page, `create_app` and `serve`
+- app: `create_app` (state, routers, error handlers, middleware), the lifespan, and `serve`
+- routes: the endpoints, one router per group: search, documents, service (health, metrics, the page), admin
+- deps: the dependencies routes reach the settings and the app's state through
 - models: request and response models (the OpenAPI schema) and the JSON they are written in
 - holder: the index being served, swapped as one reference, and the model behind a lock
 - batching: query encoding off the event loop, concurrent queries sharing one model call

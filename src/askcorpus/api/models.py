@@ -3,12 +3,24 @@
 import json
 from typing import Annotated, Any, Literal, Union
 
+from annotated_types import Ge, Le
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..config import Mode, Settings
 from ..search import NOT_ONLY_WHITESPACE
 
-ModeName = Literal["hybrid", "dense", "bm25"]
+# The modes ASKCORPUS_MODE takes are the ones a request may name.
+ModeName = Mode
+
+
+def _bounds(field: str) -> tuple[int, int]:
+    """The range Settings allows `field`: a request's k is held to the same range as ASKCORPUS_K."""
+    metadata = Settings.model_fields[field].metadata
+    return (next(m.ge for m in metadata if isinstance(m, Ge)), next(m.le for m in metadata if isinstance(m, Le)))
+
+
+K_MIN, K_MAX = _bounds("k")
 
 
 class ErrorItem(BaseModel):
@@ -22,6 +34,10 @@ class ErrorOut(BaseModel):
 
     detail: str
     errors: list[ErrorItem] | None = None
+
+
+# What every error response in the schema is made of; each endpoint adds its own description.
+ERRORS = {"model": ErrorOut}
 
 
 class AnswerOut(BaseModel):
@@ -198,9 +214,15 @@ def generate_schema(available: bool) -> dict | None:
     return None if available else {"enum": [False]}
 
 
-def search_request_model(max_query_chars: int, max_deadline_ms: int, generation: bool = True) -> type[BaseModel]:
-    """The POST /search body; built per app so the documented limits (and whether it can generate) are the
-    configured ones."""
+def max_deadline_ms(settings: Settings) -> int:
+    """The largest deadline_ms a search may ask for, POST and GET alike: the server's search_deadline."""
+    return int(settings.search_deadline * 1000)
+
+
+def search_request_model(settings: Settings, generation: bool = True) -> type[BaseModel]:
+    """The POST /search body; built per app so the documented limits and defaults (ASKCORPUS_K, ASKCORPUS_MODE,
+    and whether it can generate) are the configured ones."""
+    max_query_chars = settings.max_query_chars
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(
@@ -215,8 +237,9 @@ def search_request_model(max_query_chars: int, max_deadline_ms: int, generation:
             pattern=NOT_ONLY_WHITESPACE,
             description=f"the question: 1 to {max_query_chars} characters, not only whitespace",
         )
-        k: Annotated[int, BeforeValidator(_integral)] = Field(10, ge=1, le=100, description="passages to return")
-        mode: ModeName = Field("hybrid", description="dense vectors, BM25 words, or both fused (hybrid)")
+        k: Annotated[int, BeforeValidator(_integral)] = Field(settings.k, ge=K_MIN, le=K_MAX,
+                                                              description="passages to return")
+        mode: ModeName = Field(settings.mode, description="dense vectors, BM25 words, or both fused (hybrid)")
         rerank: bool | None = Field(None, description="reorder the candidates with the cross-encoder (default: "
                                                       "the server's setting, on unless ASKCORPUS_RERANK=false)")
         generate: bool = Field(False, description="also have the configured language model write the answer from "
@@ -225,7 +248,7 @@ def search_request_model(max_query_chars: int, max_deadline_ms: int, generation:
                                json_schema_extra=generate_schema(generation))
         # The bounds go on the integer, before its validator: on the optional, or after the validator, pydantic
         # publishes them as unknown "ge"/"le" keys, and the schema would admit what validation refuses.
-        deadline_ms: Annotated[int, Field(ge=1, le=max_deadline_ms), BeforeValidator(_integral)] \
+        deadline_ms: Annotated[int, Field(ge=1, le=max_deadline_ms(settings)), BeforeValidator(_integral)] \
             | None = Field(
             None,
             description="time budget in milliseconds (default and limit: the server's search_deadline); a search "
