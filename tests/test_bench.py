@@ -394,3 +394,73 @@ def test_rerank_floor_runs_the_same_model_as_the_reranker():
     together = floor(question, texts)
     assert together.shape == (2,) and together[0] > together[1]
     assert together == pytest.approx(own, abs=0.5)  # int8: a shared, padded call moves scores a little
+
+
+def test_generation_section_says_why_it_is_skipped_without_a_model(monkeypatch):
+    from askcorpus.bench import generate
+
+    monkeypatch.delenv("ASKCORPUS_LLM_GGUF", raising=False)
+    monkeypatch.setattr("askcorpus.generate.llamacpp.bundled_test_model", lambda: None)
+    section = generate.run(Settings(), searcher=None, index_dir=Path("unused"), questions=["q"], source="x",
+                           quick=True, log=lambda _: None)
+    assert section.skipped and "ASKCORPUS_LLM_GGUF" in section.skipped and not section.rows and not section.checks
+
+
+def test_generation_section_prefers_the_configured_gguf(monkeypatch, tmp_path):
+    from askcorpus.bench.generate import model_path
+
+    monkeypatch.setenv("ASKCORPUS_LLM_GGUF", str(tmp_path / "mine.gguf"))
+    assert model_path(Settings(llm_gguf=None)) == (tmp_path / "mine.gguf", "ASKCORPUS_LLM_GGUF")
+    assert model_path(Settings(llm_gguf=tmp_path / "other.gguf"))[0] == tmp_path / "other.gguf"
+
+
+@pytest.mark.slow
+def test_generation_section_quick(tmp_path, monkeypatch, capsys, smollm2_gguf):
+    """Section 12 of `bench --quick` with the real SmolLM2 GGUF: every figure measured, positive, and each ratio and
+    verdict the one its own figures give."""
+    from askcorpus.bench import main
+    from askcorpus.bench.generate import CHECK_TARGET, MIN_TOKENS, PREPARE_TARGET_S, QUICK, STREAM_TARGET
+
+    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", "12")
+    monkeypatch.delenv("ASKCORPUS_LLM_GGUF", raising=False)
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    args = Namespace(quick=True, report=tmp_path / "report", index=None, corpus=None)
+    assert main(args, Settings(corpus=repo / "seeds", index=tmp_path / "unused")) == 0
+    assert "12. Generated answers" in capsys.readouterr().out
+    data = json.loads((tmp_path / "report" / "bench.json").read_text(encoding="utf-8"))
+    section = next(s for s in data["sections"] if s["key"] == "generation")
+    assert section["skipped"] is None, section["skipped"]
+    figures = section["data"]
+    assert figures["model"] == smollm2_gguf.name and figures["max_tokens"] == QUICK["max_tokens"]
+    for name in ("prepare", "first_token", "check", "rerank", "answer"):
+        stage = figures[f"{name}_ms"]
+        assert stage["n"] >= 3 and 0 < stage["p50"] <= stage["p90"], (name, stage)
+    # prepare, then the first token, all within the whole answer; the check after the last token is part of it too.
+    assert figures["prepare_ms"]["p50"] < figures["first_token_ms"]["p50"] < figures["answer_ms"]["p50"]
+    assert figures["check_ms"]["p50"] < figures["answer_ms"]["p50"]
+    scored = figures["check_pairs_scored"]  # the check's cross-encoder pairs, per answer
+    assert len(scored) == figures["check_ms"]["n"] and figures["check_scored_ms"]["n"] == sum(1 for n in scored if n)
+
+    pairs = figures["pairs"]
+    assert len(pairs) >= 3
+    for pair in pairs:  # both sides answered the same question from the same results with the same prompt
+        assert pair["same_results"] and pair["http_prompt_tokens"] == pair["direct_prompt_tokens"] > 0
+        assert 0 < pair["http_tokens"] <= QUICK["max_tokens"] and 0 < pair["direct_tokens"] <= QUICK["max_tokens"]
+    assert [p["http_first"] for p in pairs][:2] == [True, False]  # the order alternates
+    kept = [p for p in pairs if min(p["http_tokens"], p["direct_tokens"]) >= MIN_TOKENS]
+    ratios = figures["ratios"]
+    assert len(ratios) == len(figures["http_tokens_per_s"]) == len(figures["direct_tokens_per_s"]) == len(kept) >= 1
+    assert all(rate > 0 for rate in figures["http_tokens_per_s"] + figures["direct_tokens_per_s"])
+    for pair, http, direct, paired in zip(kept, figures["http_tokens_per_s"], figures["direct_tokens_per_s"],
+                                          ratios):
+        assert http == pytest.approx(pair["http_tokens"] / pair["http_span_s"])
+        assert direct == pytest.approx(pair["direct_tokens"] / pair["direct_span_s"])
+        assert paired == pytest.approx(http / direct)
+    assert figures["ratio_p50"] == pytest.approx(percentile(ratios, 50))
+
+    prepare, check, stream = section["checks"]
+    assert prepare["met"] is (figures["prepare_ms"]["p50"] <= PREPARE_TARGET_S * 1e3)
+    assert check["met"] is (figures["check_ms"]["p50"] <= CHECK_TARGET * figures["rerank_ms"]["p50"])
+    assert stream["met"] is (figures["ratio_p50"] >= STREAM_TARGET)
+    assert f"{figures['ratio_p50']:.3f}x" in stream["measured"]
