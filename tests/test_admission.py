@@ -221,29 +221,65 @@ def _metrics(client: TestClient) -> dict[tuple[str, tuple], float]:
     return values
 
 
-def test_full_gate_answers_503_with_retry_after_and_cheap_endpoints_still_answer(app_settings, fake_embedder):
-    with TestClient(create_app(app_settings, embedder=fake_embedder)) as client:
+@pytest.mark.parametrize("lane", ["search", "rerank"])
+def test_a_full_lane_answers_503_with_retry_after_and_cheap_endpoints_still_answer(app_settings, fake_embedder,
+                                                                                    lane):
+    settings = app_settings.with_overrides(rerank_concurrency=1, rerank_queue=0)
+    with TestClient(create_app(settings, embedder=fake_embedder)) as client:
         assert client.post("/search", json={"query": "Taliban"}).status_code == 200
-        gate = client.app.state.gate
+        gate = client.app.state.lanes.named()[lane]
         gate.running = gate.concurrency  # every turn taken (by searches this test does not need to run)
         busy = client.post("/search", json={"query": "Taliban"})
         assert busy.status_code == 503
         assert busy.json()["detail"].startswith("server busy:")
         assert int(busy.headers["Retry-After"]) >= 1
         assert client.get("/search", params={"q": "Taliban"}).status_code == 503
+        # A full rerank lane leaves the cheap path open; a full search lane closes every search.
+        cheap = client.post("/search", json={"query": "Taliban", "rerank": False}).status_code
+        assert cheap == (200 if lane == "rerank" else 503)
         for path in ("/health", "/documents", "/", "/static/app.js", "/metrics"):
             assert client.get(path).status_code == 200, path
         gate.running = 0
         assert client.post("/search", json={"query": "Taliban"}).status_code == 200
         values = _metrics(client)
-    assert values[("askcorpus_rejections_total", (("reason", QUEUE_FULL),))] == 2
-    assert values[("askcorpus_requests_total", (("endpoint", "/search"), ("status", "503")))] == 2
-    assert values[("askcorpus_requests_total", (("endpoint", "/search"), ("status", "200")))] == 2
+    refused = 3 if lane == "search" else 2
+    assert values[("askcorpus_rejections_total", (("lane", lane), ("reason", QUEUE_FULL)))] == refused
+    other = "rerank" if lane == "search" else "search"
+    assert values[("askcorpus_rejections_total", (("lane", other), ("reason", QUEUE_FULL)))] == 0
+    assert values[("askcorpus_requests_total", (("endpoint", "/search"), ("status", "503")))] == refused
+    assert values[("askcorpus_requests_total", (("endpoint", "/search"), ("status", "200")))] == 5 - refused
     assert values[("askcorpus_stage_duration_seconds_count", (("stage", "rerank"),))] == 2
-    assert values[("askcorpus_stage_duration_seconds_count", (("stage", "encode"),))] == 2
+    assert values[("askcorpus_stage_duration_seconds_count", (("stage", "encode"),))] == 5 - refused
     assert values[("askcorpus_index_passages", ())] > 0
-    assert values[("askcorpus_searches_in_progress_max", ())] == 1
-    assert values[("askcorpus_queue_limit", ())] == 0
+    assert values[("askcorpus_in_progress_max", (("lane", "search"),))] == 1
+    assert values[("askcorpus_in_progress_max", (("lane", "rerank"),))] == 1
+    assert values[("askcorpus_queue_limit", (("lane", "search"),))] == 0
+    assert values[("askcorpus_concurrency_limit", (("lane", "rerank"),))] == 1
+
+
+def test_a_reranked_search_holds_no_search_turn_while_it_waits_for_the_reranker(app_settings, fake_embedder):
+    """With the rerank lane's one turn taken, a reranked search waits for it after its cheap stages, and the
+    search lane's single turn is free meanwhile: a cheap search is answered while the reranked one waits."""
+    settings = app_settings.with_overrides(rerank_concurrency=1, rerank_queue=1, search_deadline=5.0)
+    with TestClient(create_app(settings, embedder=fake_embedder)) as client:
+        lanes = client.app.state.lanes
+        lanes.rerank.running = 1
+        lanes.rerank.service_seconds = 0.01  # a turn is expected soon: waiting for it fits the deadline
+        import threading
+
+        answers: list[int] = []
+        waiting = threading.Thread(target=lambda: answers.append(
+            client.post("/search", json={"query": "Taliban"}).status_code))
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while lanes.rerank.waiting == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lanes.rerank.waiting == 1 and lanes.search.running == 0
+        assert client.post("/search", json={"query": "Taliban", "rerank": False}).status_code == 200
+        lanes.rerank._release()  # the turn passes to the waiting search
+        waiting.join(timeout=10)
+        lanes.rerank.running = 0
+    assert answers == [200]
 
 
 @pytest.mark.parametrize("value", [0, -5, 2001, "soon", 1.5])

@@ -516,7 +516,7 @@ def test_missing_index_is_built_at_start_up(fake_settings, fake_embedder, caplog
 
 def test_concurrent_clients_get_their_own_answers(built, fake_embedder, reference):
     expected = {q: reference.search(q, 5).to_dict() for q in QUESTIONS}
-    roomy = built.with_overrides(search_queue=16)  # every client waits its turn: none is turned away
+    roomy = built.with_overrides(search_queue=16, rerank_queue=16)  # every client waits its turn: none is turned away
 
     def ask(client: TestClient, i: int):
         query = QUESTIONS[i % len(QUESTIONS)]

@@ -13,7 +13,8 @@ from askcorpus.answer import extract_answer_reranked
 from askcorpus.build import build_index
 from askcorpus.errors import QueryError
 from askcorpus.records import Hit, Passage, Result
-from askcorpus.rerank import Reranker, TermOverlapReranker, confidence, load_reranker, rerank_hits
+from askcorpus.rerank import (Reranker, TermOverlapReranker, adaptive_depth, confidence, load_reranker, rerank_hits,
+                              standardised_scores)
 from askcorpus.rerank.cross_encoder import PairScoreCache
 from askcorpus.search import Searcher
 
@@ -252,3 +253,63 @@ def test_a_bm25_search_with_reranking_does_not_encode_the_question(fake_index):
     searcher = Searcher(settings, Refusing(dim=64), index, TermOverlapReranker())
     response = searcher.search("Who leads ISKP?", mode="bm25")
     assert response.reranked and response.results and "encode" not in response.timings
+
+
+# ---------------------------------------------------------------------------------------------- cost levers
+
+
+@pytest.mark.parametrize("scores, depth, low, gap, expected", [
+    ([5.0, 4.9, 4.0, 3.0, 1.0, 0.5], 6, 1, 1.5, 3),   # 5.0, 4.9 and 4.0 lie within 1.5 of the first
+    ([5.0, 4.9, 4.0, 3.0, 1.0, 0.5], 6, 4, 1.5, 4),   # never below the minimum
+    ([5.0, 4.9, 4.8, 4.7, 4.6, 4.5], 3, 1, 1.5, 3),   # never above the maximum
+    ([5.0, 4.9, 4.0], 3, 1, math.inf, 3),             # no gap: the whole depth
+    ([5.0, 1.0], 30, 10, 1.5, 10),                    # the minimum even past the list's end
+    ([5.0, 1.0], 30, 30, 1.5, 30),                    # minimum at the maximum: a fixed depth
+    ([], 30, 10, 1.5, 30),
+])
+def test_adaptive_depth_counts_the_candidates_within_the_gap_between_its_bounds(scores, depth, low, gap, expected):
+    assert adaptive_depth(scores, depth, low, gap) == expected
+
+
+def test_standardised_scores_have_mean_zero_and_unit_spread_and_a_flat_list_gives_zeros():
+    z = standardised_scores([0.9, 0.5, 0.4, 0.1])
+    assert z.mean() == pytest.approx(0.0) and z.std() == pytest.approx(1.0) and list(np.argsort(-z)) == [0, 1, 2, 3]
+    assert list(standardised_scores([0.3, 0.3, 0.3])) == [0.0, 0.0, 0.0]
+    assert list(standardised_scores([0.3])) == [0.0]
+
+
+def test_the_sentence_margin_leaves_out_passages_too_far_below_the_best():
+    texts = {0: "Kabul is large. Rain fell.", 1: "The leader is Ghafari. He hides.", 2: "Nothing here. At all."}
+    reranker = ScriptedReranker({texts[0]: 5.0, texts[1]: 3.5, texts[2]: 2.9, "Nothing here.": 9.0})
+    reranked = rerank_hits(reranker, "q", _hits(3), texts.__getitem__, depth=3, sentence_depth=3,
+                           sentence_margin=2.0)
+    read = {text for _, call in reranker.calls[1:] for text in call}
+    # Passage 2 scores 2.1 below the best: its sentences (one of which would have won) are not read.
+    assert read == {"Kabul is large.", "Rain fell.", "The leader is Ghafari.", "He hides."}
+    assert [h.passage_id for h in reranked] == [0, 1, 2]
+    everything = rerank_hits(ScriptedReranker(reranker.table), "q", _hits(3), texts.__getitem__, depth=3,
+                             sentence_depth=3, sentence_margin=math.inf)
+    assert everything[0].passage_id == 2  # with no margin its sentence is read and wins
+
+
+def test_search_reranks_the_candidates_within_the_gap_unless_the_request_names_a_depth(fake_index):
+    settings, embedder, index = fake_index
+    reranker = ScriptedReranker()
+    tuned = settings.with_overrides(rerank_depth=20, rerank_min_depth=4, rerank_gap=1.0, rerank_sentence_depth=0)
+    searcher = Searcher(tuned, embedder, index, reranker)
+    question = "Who leads ISKP?"
+    candidates = searcher.first_stage(question, k=10)
+    assert len(candidates.hits) == 20 and candidates.reranking
+    scores = [h.score for h in candidates.hits]  # hybrid z-score fusion: standard deviations already
+    expected = max(4, min(20, sum(1 for s in scores if s >= scores[0] - 1.0)))
+    assert searcher.rerank_candidates(candidates) == expected
+    before = len(reranker.calls)
+    response = searcher.second_stage(candidates)
+    assert len(reranker.calls[before][1]) == expected  # the passages; the answer's sentences come after
+    assert response == searcher.search(question, k=10)  # the two stages are the search
+    before = len(reranker.calls)
+    searcher.search(question, k=10, rerank_depth=7)
+    assert len(reranker.calls[before][1]) == 7
+    dense = searcher.first_stage(question, k=10, mode="dense")  # cosines: standardised before the gap
+    z = standardised_scores([h.score for h in dense.hits])
+    assert searcher.rerank_candidates(dense) == max(4, min(20, int((z >= z[0] - 1.0).sum())))

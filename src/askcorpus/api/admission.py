@@ -1,4 +1,4 @@
-"""Admission control for searches: a bounded number computing, a bounded FIFO queue, deadlines, 503 past that."""
+"""Admission control: lanes of bounded work (a number computing, a bounded FIFO queue, deadlines), refused past that."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import asyncio
 import math
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 # Rejection reasons (the `reason` label of askcorpus_rejections_total).
 QUEUE_FULL = "queue_full"
@@ -88,23 +92,33 @@ class AdmissionGate:
         finally:
             self._release()
 
+    def refusal(self, deadline: float, now: float) -> Rejected | None:
+        """Why a turn asked for now, with this deadline, would be refused at once; None when it would be given or
+        could be waited for. Nothing is taken: a question bound for this lane learns before any cheaper work."""
+        if self.running < self.concurrency and not self._waiters:
+            return None
+        if len(self._waiters) >= self.queue:
+            return self._reject(QUEUE_FULL, f"server busy: {self.running} {self.plural} running and "
+                                            f"{len(self._waiters)} waiting (the limits are {self.concurrency} and "
+                                            f"{self.queue}); retry later")
+        left = deadline - now
+        # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
+        expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
+        if left - self.service_seconds <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
+            return self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
+                                          f"({len(self._waiters)} waiting) and {self._one} takes about "
+                                          f"{self.service_seconds * 1000:.0f} ms, more than the {self.noun}'s "
+                                          f"deadline leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
+        return None
+
     async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         if self.running < self.concurrency and not self._waiters:
             self._enter()
             return
-        if len(self._waiters) >= self.queue:
-            raise self._reject(QUEUE_FULL, f"server busy: {self.running} {self.plural} running and "
-                                           f"{len(self._waiters)} waiting (the limits are {self.concurrency} and "
-                                           f"{self.queue}); retry later")
-        left = deadline - loop.time()
-        budget = left - self.service_seconds
-        # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
-        expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
-        if budget <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
-            raise self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
-                                         f"({len(self._waiters)} waiting) and {self._one} takes about "
-                                         f"{self.service_seconds * 1000:.0f} ms, more than the {self.noun}'s "
-                                         f"deadline leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
+        refused = self.refusal(deadline, loop.time())
+        if refused is not None:
+            raise refused
+        budget = deadline - loop.time() - self.service_seconds
         waiter = loop.create_future()
         self._waiters.append(waiter)
         self.max_waiting = max(self.max_waiting, len(self._waiters))
@@ -148,3 +162,25 @@ class AdmissionGate:
             self.service_seconds = seconds
         else:
             self.service_seconds += SERVICE_SMOOTHING * (seconds - self.service_seconds)
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The service's lanes, each bounding one kind of costly work with its own turns, queue and metric label:
+    `search` the cheap stages every question passes (encode, first stage, fusion: they batch across the questions
+    holding a turn), `rerank` the cross-encoder, `generate` the language model."""
+
+    search: AdmissionGate
+    rerank: AdmissionGate
+    generate: AdmissionGate
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Lanes":
+        return cls(AdmissionGate(settings.search_concurrency, settings.search_queue),
+                   AdmissionGate(settings.rerank_concurrency, settings.rerank_queue, noun="reranked search",
+                                 plural="reranked searches"),
+                   AdmissionGate(settings.generate_concurrency, settings.generate_queue, noun="answer",
+                                 plural="answers"))
+
+    def named(self) -> dict[str, AdmissionGate]:
+        return {"search": self.search, "rerank": self.rerank, "generate": self.generate}

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..embed import Embedder
 from ..generate import Generator, generator_for
 from ..search import Searcher
-from .admission import AdmissionGate
+from .admission import Lanes
 from .batching import QueryEncoder
 from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
@@ -67,14 +67,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
 
 
 def _build_pipeline(settings: Settings, app: FastAPI) -> SearchPipeline:
-    """The admission gates, the metrics over them and the pipeline every search goes through."""
-    gate = AdmissionGate(settings.search_concurrency, settings.search_queue)
-    metrics = Metrics(gate, lambda: getattr(app.state, "holder", None))
-    generation_gate = AdmissionGate(settings.generate_concurrency, settings.generate_queue, noun="answer",
-                                    plural="answers")
-    pipeline = SearchPipeline(settings, gate, metrics, generation_gate)
-    app.state.gate = gate  # for inspection: the counts behind the queue gauges
-    app.state.generation_gate = generation_gate
+    """The admission lanes, the metrics over them and the pipeline every search goes through."""
+    lanes = Lanes.from_settings(settings)
+    metrics = Metrics(lanes, lambda: getattr(app.state, "holder", None))
+    pipeline = SearchPipeline(settings, lanes, metrics)
+    app.state.lanes = lanes  # for inspection: the counts behind the queue gauges
     app.state.metrics = metrics
     return pipeline
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .admission import REASONS, AdmissionGate
+from .admission import REASONS, Lanes
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STAGES = ("encode", "retrieve", "rerank", "answer")
@@ -32,28 +32,30 @@ def endpoint_of(path: str) -> str:
 
 
 class _StateCollector:
-    """Values read at scrape time from the gate and the index holder (nothing to keep in step)."""
+    """Values read at scrape time from the lanes and the index holder (nothing to keep in step)."""
 
-    def __init__(self, gate: AdmissionGate, holder: Callable[[], Any]) -> None:
-        self.gate = gate
+    def __init__(self, lanes: Lanes, holder: Callable[[], Any]) -> None:
+        self.lanes = lanes
         self.holder = holder
 
     def describe(self) -> list:
         return []  # values only exist once the app runs; nothing to check at registration
 
     def collect(self) -> Iterator:
-        gate = self.gate
-        for name, text, value in (
-            ("askcorpus_queue_length", "searches waiting for a turn", gate.waiting),
-            ("askcorpus_searches_in_progress", "searches holding a turn (computing)", gate.running),
-            ("askcorpus_queue_length_max", "most searches waiting at once since start", gate.max_waiting),
-            ("askcorpus_searches_in_progress_max", "most searches computing at once since start", gate.max_running),
-            ("askcorpus_queue_limit", "setting search_queue", gate.queue),
-            ("askcorpus_concurrency_limit", "setting search_concurrency", gate.concurrency),
-            ("askcorpus_search_service_seconds", "running estimate of one admitted search's duration",
-             gate.service_seconds),
+        for name, text, value_of in (
+            ("askcorpus_queue_length", "waiting for a turn of the lane", lambda gate: gate.waiting),
+            ("askcorpus_in_progress", "holding a turn of the lane (computing)", lambda gate: gate.running),
+            ("askcorpus_queue_length_max", "most waiting at once since start", lambda gate: gate.max_waiting),
+            ("askcorpus_in_progress_max", "most computing at once since start", lambda gate: gate.max_running),
+            ("askcorpus_queue_limit", "the lane's queue setting", lambda gate: gate.queue),
+            ("askcorpus_concurrency_limit", "the lane's concurrency setting", lambda gate: gate.concurrency),
+            ("askcorpus_service_seconds", "running estimate of one turn's duration in the lane",
+             lambda gate: gate.service_seconds),
         ):
-            yield GaugeMetricFamily(name, text, value=value)
+            family = GaugeMetricFamily(name, text, labels=["lane"])
+            for lane, gate in self.lanes.named().items():
+                family.add_metric([lane], value_of(gate))
+            yield family
         holder = self.holder()
         if holder is None:
             return
@@ -70,7 +72,7 @@ class _StateCollector:
 class Metrics:
     """The counters and histograms the app updates, and the scrape."""
 
-    def __init__(self, gate: AdmissionGate, holder: Callable[[], Any]) -> None:
+    def __init__(self, lanes: Lanes, holder: Callable[[], Any]) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter("askcorpus_requests", "HTTP requests answered, by route and status",
@@ -80,17 +82,15 @@ class Metrics:
         self.stage_seconds = Histogram("askcorpus_stage_duration_seconds",
                                        "time in each stage of an answered search (encode: per model call)",
                                        ["stage"], buckets=STAGE_BUCKETS, registry=registry)
-        self.queue_seconds = Histogram("askcorpus_queue_wait_seconds", "time an admitted search waited for its turn",
-                                       buckets=REQUEST_BUCKETS, registry=registry)
-        self.rejections = Counter("askcorpus_rejections", "searches turned away with 503 before any model work",
-                                  ["reason"], registry=registry)
-        for reason in REASONS:  # present (at 0) from the first scrape, so rate() works from the start
-            self.rejections.labels(reason)
-        self.generation_rejections = Counter(
-            "askcorpus_generation_rejections", "generated answers not written: the generation lane was full, its "
-            "deadline passed, or the client left", ["reason"], registry=registry)
-        for reason in REASONS:
-            self.generation_rejections.labels(reason)
+        self.queue_seconds = Histogram("askcorpus_queue_wait_seconds", "time an admitted search waited for its turn "
+                                       "of the lane", ["lane"], buckets=REQUEST_BUCKETS, registry=registry)
+        self.rejections = Counter("askcorpus_rejections", "turned away before the lane's work: 503 from the search "
+                                  "and rerank lanes; from the generate lane, an answer whose generated.error says so",
+                                  ["lane", "reason"], registry=registry)
+        for lane in lanes.named():  # present (at 0) from the first scrape, so rate() works from the start
+            self.queue_seconds.labels(lane)
+            for reason in REASONS:
+                self.rejections.labels(lane, reason)
         self.generations = Counter("askcorpus_generations", "generated answers by outcome", ["outcome"],
                                    registry=registry)
         for outcome in GENERATION_OUTCOMES:
@@ -106,7 +106,7 @@ class Metrics:
                                        "model, removed from answers", registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
-        registry.register(_StateCollector(gate, holder))
+        registry.register(_StateCollector(lanes, holder))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         endpoint = endpoint_of(path)
@@ -118,11 +118,11 @@ class Metrics:
             if stage in STAGES:
                 self.stage_seconds.labels(stage).observe(seconds)
 
-    def reject(self, reason: str) -> None:
-        self.rejections.labels(reason).inc()
+    def reject(self, lane: str, reason: str) -> None:
+        self.rejections.labels(lane, reason).inc()
 
-    def observe_generation_rejected(self, reason: str) -> None:
-        self.generation_rejections.labels(reason).inc()
+    def observe_wait(self, lane: str, seconds: float) -> None:
+        self.queue_seconds.labels(lane).observe(seconds)
 
     def observe_generated(self, generated: Any) -> None:
         """Counts and times of one generated answer (a `records.Generated`)."""

@@ -1,14 +1,15 @@
-"""One search request end to end: admission, then encode + retrieve + rerank + answer in a worker thread, timed;
-with generate, the model's answer after it in a lane of its own, whole or streamed as Server-Sent Events."""
+"""One search request end to end, lane by lane: the cheap stages (encode, first stage) within a turn of the search
+lane, the cross-encoder within a turn of the rerank lane, and with generate the model's answer within a turn of the
+generation lane, whole or streamed as Server-Sent Events."""
 
 import asyncio
 import json
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from typing import AsyncIterator, Callable
 
-import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
 
@@ -16,9 +17,9 @@ from ..config import Settings
 from ..errors import QueryError
 from ..generate import Generator, require_generation, with_generated
 from ..lexical import term_spans, terms
-from ..records import Generated, SearchResponse
+from ..records import Candidates, Generated, SearchResponse
 from ..search import Searcher, validate_query, validate_rerank
-from .admission import DISCONNECTED, AdmissionGate, Rejected
+from .admission import DISCONNECTED, Lanes, Rejected
 from .batching import QueryEncoder
 from .holder import IndexHolder
 from .metrics import Metrics
@@ -42,19 +43,12 @@ def _response_json(response: SearchResponse) -> bytes:
     return SafeJSONResponse(_highlighted(response.to_dict(), response.query)).body
 
 
-def _run_search(searcher: Searcher, query: str, k: int, mode: str, rerank: bool | None,
-                vector: np.ndarray) -> tuple[bytes, dict[str, float]]:
-    """The search response as JSON bytes and its stage timings, made in a worker thread (FastAPI's own
-    validation and encoding of a dict on the event loop cost more than the search; the dict is checked against
-    SearchOut by the tests)."""
-    response, timings = _search_response(searcher, query, k, mode, rerank, vector)
-    return _response_json(response), timings
-
-
-def _search_response(searcher: Searcher, query: str, k: int, mode: str, rerank: bool | None,
-                     vector: np.ndarray) -> tuple[SearchResponse, dict[str, float]]:
-    response = searcher.search(query, k, mode, query_vector=vector, rerank=rerank)
-    return response, response.timings
+def _finished(searcher: Searcher, candidates: Candidates, as_json: bool) -> tuple[bytes | SearchResponse, dict]:
+    """The second stage of a search and its stage timings, in a worker thread; as JSON bytes unless the response
+    goes on to a language model (FastAPI's own validation and encoding of a dict on the event loop cost more than
+    the search; the dict is checked against SearchOut by the tests)."""
+    response = searcher.second_stage(candidates)
+    return (_response_json(response) if as_json else response), response.timings
 
 
 async def _client_gone(request: Request) -> bool:
@@ -71,16 +65,24 @@ def _event(name: str, data: dict) -> dict:
     return {"event": name, "data": json.dumps(data, ensure_ascii=False, separators=(",", ":"))}
 
 
-class SearchPipeline:
-    """Admits a search through the gate, computes it within its turn, and records what happened; a generated
-    answer then waits for a turn of the generation gate, so slow models never hold up searches."""
+class _LaneRefusal(Exception):
+    """A lane turned the search away: which lane, and why (the Rejected it gave)."""
 
-    def __init__(self, settings: Settings, gate: AdmissionGate, metrics: Metrics,
-                 generation_gate: AdmissionGate) -> None:
+    def __init__(self, lane: str, rejected: Rejected) -> None:
+        super().__init__(str(rejected))
+        self.lane = lane
+        self.rejected = rejected
+
+
+class SearchPipeline:
+    """Admits each part of a search through its lane, computes it within its turn, and records what happened. A
+    search holds no turn while it waits for the next lane's, so slow reranking never holds up cheap searches, and
+    slow models never hold up either."""
+
+    def __init__(self, settings: Settings, lanes: Lanes, metrics: Metrics) -> None:
         self.settings = settings
-        self.gate = gate
+        self.lanes = lanes
         self.metrics = metrics
-        self.generation_gate = generation_gate
 
     async def respond(self, request: Request, query: str, k: int, mode: str, rerank: bool | None,
                       deadline_ms: int | None, holder: IndexHolder, encoder: QueryEncoder, generate: bool = False,
@@ -92,9 +94,8 @@ class SearchPipeline:
             require_generation(generate, generator)
         except QueryError as error:
             raise HTTPException(422, str(error)) from None
-        work = _search_response if generate else _run_search
-        outcome = await self._admitted(request, deadline_ms, encoder, text,
-                                       partial(work, searcher, text, k, mode, rerank))
+        outcome = await self._searched(request, deadline_ms, encoder, searcher, text, k, mode, rerank,
+                                       as_json=not generate)
         if isinstance(outcome, Response):
             return outcome
         body, timings = outcome
@@ -109,22 +110,44 @@ class SearchPipeline:
         generated = await self._generated(request, body, searcher, generator)
         return Response(_response_json(generated), media_type="application/json")
 
-    async def _admitted(self, request: Request, deadline_ms: int | None, encoder: QueryEncoder, text: str,
-                        then: Callable[[np.ndarray], tuple]) -> tuple | Response:
-        """then(query vector) computed within a turn of the search gate; a 503 (or 499) Response if refused."""
+    async def _searched(self, request: Request, deadline_ms: int | None, encoder: QueryEncoder, searcher: Searcher,
+                        text: str, k: int, mode: str, rerank: bool | None,
+                        as_json: bool) -> tuple | Response:
+        """The search through its lanes: (body, timings), or the 503 (or 499) Response of the lane that refused."""
         loop = asyncio.get_running_loop()
         arrived = loop.time()
-        budget = self.settings.search_deadline if deadline_ms is None else deadline_ms / 1000
+        deadline = arrived + (self.settings.search_deadline if deadline_ms is None else deadline_ms / 1000)
+        gone = partial(_client_gone, request)
+        reranking = searcher.reranker is not None and rerank is not False
+        first = partial(searcher.first_stage, text, k, mode, rerank=rerank)
         try:
-            async with self.gate.turn(arrived + budget, partial(_client_gone, request)):
-                self.metrics.queue_seconds.observe(loop.time() - arrived)
-                # The encoder batches only what holds a turn, so the gate bounds its model calls too.
-                return await encoder.run(text, then)
-        except Rejected as rejected:
-            self.metrics.reject(rejected.reason)
-            if rejected.reason == DISCONNECTED:
+            if reranking and (refused := self.lanes.rerank.refusal(deadline, arrived)) is not None:
+                raise _LaneRefusal("rerank", refused)  # told before the cheap stages spend anything on it
+            async with self._turn("search", deadline, gone, arrived):
+                if not reranking:  # the whole search is cheap: it finishes within this turn, in one thread
+                    return await encoder.run(text, lambda vector: _finished(
+                        searcher, first(query_vector=vector), as_json))
+                candidates = await encoder.run(text, lambda vector: first(query_vector=vector))
+            waited = loop.time()
+            async with self._turn("rerank", deadline, gone, waited):
+                return await asyncio.to_thread(_finished, searcher, candidates, as_json)
+        except _LaneRefusal as refusal:
+            self.metrics.reject(refusal.lane, refusal.rejected.reason)
+            if refusal.rejected.reason == DISCONNECTED:
                 return Response(status_code=CLIENT_CLOSED)
-            raise HTTPException(503, str(rejected), headers={"Retry-After": str(rejected.retry_after)}) from None
+            raise HTTPException(503, str(refusal.rejected),
+                                headers={"Retry-After": str(refusal.rejected.retry_after)}) from None
+
+    @asynccontextmanager
+    async def _turn(self, lane: str, deadline: float, gone: Callable, since: float) -> AsyncIterator[None]:
+        """A turn of `lane` held for the body; its wait observed, its refusal raised as _LaneRefusal."""
+        gate = self.lanes.named()[lane]
+        try:
+            async with gate.turn(deadline, gone):
+                self.metrics.observe_wait(lane, asyncio.get_running_loop().time() - since)
+                yield
+        except Rejected as rejected:
+            raise _LaneRefusal(lane, rejected) from None
 
     async def _generated(self, request: Request, response: SearchResponse, searcher: Searcher,
                          generator: Generator, on_text: Callable[[str], None] | None = None) -> SearchResponse:
@@ -133,8 +156,8 @@ class SearchPipeline:
         stop = threading.Event()
         loop = asyncio.get_running_loop()
         try:
-            async with self.generation_gate.turn(loop.time() + self.settings.llm_timeout,
-                                                 partial(_client_gone, request)):
+            async with self.lanes.generate.turn(loop.time() + self.settings.llm_timeout,
+                                                partial(_client_gone, request)):
                 watcher = asyncio.create_task(self._watch(request, stop)) if on_text is None else None
                 try:
                     answered = await asyncio.to_thread(
@@ -145,7 +168,7 @@ class SearchPipeline:
                     if watcher is not None:
                         watcher.cancel()
         except Rejected as rejected:
-            self.metrics.observe_generation_rejected(rejected.reason)
+            self.metrics.reject("generate", rejected.reason)
             answered = replace(response, generated=Generated(None, model=generator.name,
                                                              error=f"no answer written: {rejected}"))
         self.metrics.observe_generated(answered.generated)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Reranker, confidence, rerank_hits
+from .base import Reranker, adaptive_depth, confidence, rerank_hits, standardised_scores
 from .overlap import OVERLAP_NAME, TermOverlapReranker
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["OVERLAP_NAME", "Reranker", "TermOverlapReranker", "confidence", "load_reranker", "rerank_hits",
-           "reranker_for"]
+__all__ = ["OVERLAP_NAME", "Reranker", "TermOverlapReranker", "adaptive_depth", "confidence", "load_reranker",
+           "rerank_hits", "reranker_for", "standardised_scores"]
 
 
 def load_reranker(name: str, *, sha256: str | None = None, threads: int = 0, cache_size: int = 4096) -> Reranker:

@@ -38,7 +38,7 @@ def confidence(score: float) -> float:
 
 
 def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Callable[[int], str],
-                depth: int, sentence_depth: int = 0) -> list[Hit]:
+                depth: int, sentence_depth: int = 0, sentence_margin: float | None = None) -> list[Hit]:
     """The first `depth` hits reordered by the reranker's score, then the rest in their first-stage order.
 
     With `sentence_depth`, the reranker also reads the sentences of the `sentence_depth` passages it scored
@@ -49,6 +49,9 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Ca
     Every hit keeps its first-stage `score`; the reranked ones gain `rerank_score`. Ties keep the first-stage
     order (a stable sort), so equal scores never shuffle a list. Past `depth` nothing is scored: like a rescore
     window, the tail keeps the order the first stage gave it.
+
+    With `sentence_margin`, the sentence pass skips a passage scored more than that below the best passage: its
+    sentences would have to out-score their own passage by more than the margin to change the top.
     """
     head, tail = list(hits[:depth]), list(hits[depth:])
     if not head:
@@ -56,17 +59,39 @@ def rerank_hits(reranker: Reranker, query: str, hits: Sequence[Hit], text_of: Ca
     texts = [text_of(hit.passage_id) for hit in head]
     scores = np.asarray(reranker.score(query, texts), dtype=np.float64)
     if sentence_depth > 0:
-        best = sentence_pass_passages(scores, sentence_depth)
+        best = sentence_pass_passages(scores, sentence_depth, sentence_margin)
         scores[best] = np.maximum(scores[best], best_sentence_scores(reranker, query, [texts[i] for i in best]))
     order = np.argsort(-scores, kind="stable")
     reranked = [replace(head[i], rerank_score=float(scores[i])) for i in order]
     return reranked + tail
 
 
-def sentence_pass_passages(scores: np.ndarray, sentence_depth: int) -> np.ndarray:
-    """Indexes of the passages whose sentences the sentence pass reads: the `sentence_depth` scored highest,
-    ties in first-stage order."""
-    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:sentence_depth]
+def sentence_pass_passages(scores: np.ndarray, sentence_depth: int,
+                           margin: float | None = None) -> np.ndarray:
+    """Indexes of the passages whose sentences the sentence pass reads: the `sentence_depth` scored highest, ties
+    in first-stage order, and with `margin` only those within it of the best score."""
+    scores = np.asarray(scores, dtype=np.float64)
+    best = np.argsort(-scores, kind="stable")[:sentence_depth]
+    if margin is None or not len(best):
+        return best
+    return best[scores[best] >= scores[best[0]] - margin]
+
+
+def adaptive_depth(scores: Sequence[float], depth: int, min_depth: int, gap: float | None) -> int:
+    """How many first-stage candidates to rerank: those scoring within `gap` of the first, at least `min_depth`
+    and at most `depth`. `scores` are in standard deviations of the first stage's list (hybrid's z-score fusion
+    gives them so; other lists are standardised by `standardised_scores`). No gap: always `depth`."""
+    if gap is None or min_depth >= depth or not len(scores):
+        return depth
+    close = int(np.count_nonzero(np.asarray(scores, dtype=np.float64) >= scores[0] - gap))
+    return max(min_depth, min(depth, close))
+
+
+def standardised_scores(scores: Sequence[float]) -> np.ndarray:
+    """(s - mean) / std over the list: a gap in these units means the same for cosines, BM25 and fused ranks."""
+    values = np.asarray(scores, dtype=np.float64)
+    spread = values.std() if len(values) > 1 else 0.0
+    return (values - values.mean()) / spread if spread else np.zeros(len(values))
 
 
 def best_sentence_scores(reranker: Reranker, query: str, texts: Sequence[str]) -> np.ndarray:
