@@ -197,6 +197,36 @@ def test_a_failing_search_releases_its_turn():
     asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
+def test_reserved_places_count_as_waiting_and_a_reserved_turn_is_not_refused_for_a_full_queue():
+    async def scenario():
+        gate, work, first = await _one_running(concurrency=1, queue=1)
+        loop = asyncio.get_running_loop()
+        place = gate.reserve(loop.time() + 60, loop.time())  # the one queue place, held by cheaper work
+        with pytest.raises(Rejected) as refused:
+            gate.reserve(loop.time() + 60, loop.time())
+        assert refused.value.reason == QUEUE_FULL and gate.reserved == 1
+        assert await work.search(1) == QUEUE_FULL  # an unreserved turn meets the same full lane
+        queued = []
+
+        async def with_place():
+            async with gate.turn(loop.time() + 60, reservation=place):
+                queued.append("ran")
+
+        waiting = asyncio.create_task(with_place())
+        await _settle()
+        assert gate.reserved == 0 and gate.waiting == 1  # the place became a place in the queue, not a refusal
+        work.release.set()
+        await first
+        await waiting
+        assert queued == ["ran"] and gate.running == 0
+        released = gate.reserve(loop.time() + 60, loop.time())
+        released.release()
+        released.release()  # once only
+        assert gate.reserved == 0
+
+    asyncio.run(scenario())
+
+
 def test_bad_limits_are_refused():
     with pytest.raises(ValueError, match="concurrency"):
         AdmissionGate(0, 1)

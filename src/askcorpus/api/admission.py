@@ -58,6 +58,7 @@ class AdmissionGate:
         self.max_running = 0
         self.max_waiting = 0
         self.service_seconds = 0.0  # running estimate of one admitted search; 0 until the first one ends
+        self.reserved = 0  # places held by searches doing cheaper work first (`reserve`)
         self._waiters: deque[asyncio.Future] = deque()
 
     @property
@@ -68,21 +69,25 @@ class AdmissionGate:
         # Retry-After in whole seconds (RFC 9110), at least 1: about when the searches waiting now have all had
         # their turn (turns free about every service_seconds / concurrency). Sooner, a turned-away client mostly
         # meets a full queue again, and answering its retries takes CPU from the searches.
-        retry = max(1, math.ceil(len(self._waiters) * self.service_seconds / self.concurrency))
+        retry = max(1, math.ceil((len(self._waiters) + self.reserved) * self.service_seconds / self.concurrency))
         return Rejected(reason, message, retry)
 
     @asynccontextmanager
-    async def turn(self, deadline: float,
-                   client_gone: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[None]:
+    async def turn(self, deadline: float, client_gone: Callable[[], Awaitable[bool]] | None = None, *,
+                   reservation: "Reservation | None" = None) -> AsyncIterator[None]:
         """Hold one turn for the body of the `async with`; `deadline` is in the running loop's time.
 
         Raises Rejected (before the body runs) when the queue is full, when the deadline leaves no time for a
-        search, or when `client_gone()` says the client disconnected while it waited.
+        search, or when `client_gone()` says the client disconnected while it waited. With a `reservation` (see
+        `reserve`) the place it holds is used: it is never refused for a full queue or at once for its deadline.
         """
         loop = asyncio.get_running_loop()
-        await self._acquire(loop, deadline)
+        if reservation is not None:
+            reservation.use()
+        waited = await self._acquire(loop, deadline, reserved=reservation is not None)
         try:
-            if client_gone is not None and await client_gone():
+            # Only a search that waited can have lost its client meanwhile; asking costs a receive per request.
+            if waited and client_gone is not None and await client_gone():
                 raise self._reject(DISCONNECTED, f"the client disconnected while its {self.noun} waited")
             started = loop.time()
             try:
@@ -92,48 +97,60 @@ class AdmissionGate:
         finally:
             self._release()
 
+    def reserve(self, deadline: float, now: float) -> "Reservation":
+        """A place in this lane, held from now while cheaper work comes first: refused at once (Rejected) when the
+        lane is full or the turn could not come in time, counting the places already held, so a question bound
+        for this lane is told before that work rather than after it."""
+        refused = self.refusal(deadline, now)
+        if refused is not None:
+            raise refused
+        self.reserved += 1
+        return Reservation(self)
+
     def refusal(self, deadline: float, now: float) -> Rejected | None:
         """Why a turn asked for now, with this deadline, would be refused at once; None when it would be given or
-        could be waited for. Nothing is taken: a question bound for this lane learns before any cheaper work."""
-        if self.running < self.concurrency and not self._waiters:
+        could be waited for. Places reserved count as waiting."""
+        ahead = len(self._waiters) + self.reserved  # everyone who will take a turn before this one
+        if self.running + ahead < self.concurrency:
             return None
-        if len(self._waiters) >= self.queue:
-            return self._reject(QUEUE_FULL, f"server busy: {self.running} {self.plural} running and "
-                                            f"{len(self._waiters)} waiting (the limits are {self.concurrency} and "
-                                            f"{self.queue}); retry later")
+        if ahead - (self.concurrency - self.running) >= self.queue:
+            return self._reject(QUEUE_FULL, f"server busy: {self.running} {self.plural} running and {ahead} "
+                                            f"waiting (the limits are {self.concurrency} and {self.queue}); "
+                                            "retry later")
         left = deadline - now
         # Turns free about every service_seconds / concurrency: one that would start too late is told at once.
-        expected_wait = (len(self._waiters) + 1) / self.concurrency * self.service_seconds
+        expected_wait = (self.running + ahead - self.concurrency + 1) / self.concurrency * self.service_seconds
         if left - self.service_seconds <= 0 or HEADROOM * (expected_wait + self.service_seconds) > left:
             return self._reject(DEADLINE, f"server busy: a turn would come in about {expected_wait * 1000:.0f} ms "
-                                          f"({len(self._waiters)} waiting) and {self._one} takes about "
+                                          f"({ahead} waiting) and {self._one} takes about "
                                           f"{self.service_seconds * 1000:.0f} ms, more than the {self.noun}'s "
                                           f"deadline leaves ({max(0.0, left) * 1000:.0f} ms); retry later")
         return None
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, deadline: float, reserved: bool = False) -> bool:
+        """Take a turn, at once (False) or after waiting for one (True); Rejected when refused."""
         if self.running < self.concurrency and not self._waiters:
             self._enter()
-            return
-        refused = self.refusal(deadline, loop.time())
-        if refused is not None:
-            raise refused
+            return False
+        if not reserved:
+            refused = self.refusal(deadline, loop.time())
+            if refused is not None:
+                raise refused
         budget = deadline - loop.time() - self.service_seconds
         waiter = loop.create_future()
         self._waiters.append(waiter)
         self.max_waiting = max(self.max_waiting, len(self._waiters))
         try:
-            await asyncio.wait((waiter,), timeout=budget)
+            await asyncio.wait((waiter,), timeout=max(0.0, budget))
         except BaseException:  # cancelled (e.g. shutdown): hand on a turn given meanwhile
             self._abandon(waiter)
             raise
         if waiter.done() and not waiter.cancelled():
-            return  # the releasing search handed its turn over: self.running already counts this one
+            return True  # the releasing search handed its turn over: self.running already counts this one
         self._abandon(waiter)
         raise self._reject(EXPIRED, f"server busy: no turn came within the {self.noun}'s deadline (it leaves "
                                     f"{max(0.0, deadline - loop.time()) * 1000:.0f} ms, and {self._one} takes "
-                                    f"about "
-                                    f"{self.service_seconds * 1000:.0f} ms); retry later")
+                                    f"about {self.service_seconds * 1000:.0f} ms); retry later")
 
     def _abandon(self, waiter: asyncio.Future) -> None:
         if waiter.done() and not waiter.cancelled():
@@ -162,6 +179,22 @@ class AdmissionGate:
             self.service_seconds = seconds
         else:
             self.service_seconds += SERVICE_SMOOTHING * (seconds - self.service_seconds)
+
+
+class Reservation:
+    """A place held in a lane (`AdmissionGate.reserve`): used by the turn it is given to, or released; once."""
+
+    def __init__(self, gate: AdmissionGate) -> None:
+        self.gate = gate
+        self.held = True
+
+    def use(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.reserved -= 1
 
 
 @dataclass(frozen=True)

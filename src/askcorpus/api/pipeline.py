@@ -19,7 +19,7 @@ from ..generate import Generator, require_generation, with_generated
 from ..lexical import term_spans, terms
 from ..records import Candidates, Generated, SearchResponse
 from ..search import Searcher, validate_query, validate_rerank
-from .admission import DISCONNECTED, Lanes, Rejected
+from .admission import DISCONNECTED, Lanes, Rejected, Reservation
 from .batching import QueryEncoder
 from .holder import IndexHolder
 from .metrics import Metrics
@@ -120,16 +120,19 @@ class SearchPipeline:
         gone = partial(_client_gone, request)
         reranking = searcher.reranker is not None and rerank is not False
         first = partial(searcher.first_stage, text, k, mode, rerank=rerank)
+        place = None
         try:
-            if reranking and (refused := self.lanes.rerank.refusal(deadline, arrived)) is not None:
-                raise _LaneRefusal("rerank", refused)  # told before the cheap stages spend anything on it
+            if reranking:  # a place in the rerank lane first: a full lane is told before any cheap work
+                try:
+                    place = self.lanes.rerank.reserve(deadline, arrived)
+                except Rejected as rejected:
+                    raise _LaneRefusal("rerank", rejected) from None
             async with self._turn("search", deadline, gone, arrived):
                 if not reranking:  # the whole search is cheap: it finishes within this turn, in one thread
                     return await encoder.run(text, lambda vector: _finished(
                         searcher, first(query_vector=vector), as_json))
                 candidates = await encoder.run(text, lambda vector: first(query_vector=vector))
-            waited = loop.time()
-            async with self._turn("rerank", deadline, gone, waited):
+            async with self._turn("rerank", deadline, gone, loop.time(), reservation=place):
                 return await asyncio.to_thread(_finished, searcher, candidates, as_json)
         except _LaneRefusal as refusal:
             self.metrics.reject(refusal.lane, refusal.rejected.reason)
@@ -137,13 +140,17 @@ class SearchPipeline:
                 return Response(status_code=CLIENT_CLOSED)
             raise HTTPException(503, str(refusal.rejected),
                                 headers={"Retry-After": str(refusal.rejected.retry_after)}) from None
+        finally:
+            if place is not None:
+                place.release()  # a search that failed or was refused before its rerank turn frees its place
 
     @asynccontextmanager
-    async def _turn(self, lane: str, deadline: float, gone: Callable, since: float) -> AsyncIterator[None]:
+    async def _turn(self, lane: str, deadline: float, gone: Callable, since: float,
+                    reservation: Reservation | None = None) -> AsyncIterator[None]:
         """A turn of `lane` held for the body; its wait observed, its refusal raised as _LaneRefusal."""
         gate = self.lanes.named()[lane]
         try:
-            async with gate.turn(deadline, gone):
+            async with gate.turn(deadline, gone, reservation=reservation):
                 self.metrics.observe_wait(lane, asyncio.get_running_loop().time() - since)
                 yield
         except Rejected as rejected:
