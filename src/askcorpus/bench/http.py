@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from .inproc import serving_floor
-from .stats import Check, Section, percentile, ratio, read_status_kb, summarize
+from .stats import Check, Section, percentile, process_cpu_seconds, ratio, read_status_kb, summarize
 
 HOST = "127.0.0.1"
 
@@ -103,6 +103,10 @@ class Server:
         kb = read_status_kb(self.process.pid, "VmHWM") if self.process else None
         return None if kb is None else kb / 1024
 
+    def cpu_seconds(self) -> float | None:
+        """User plus system CPU time the server process has used so far (all its threads)."""
+        return process_cpu_seconds(self.process.pid) if self.process else None
+
     def rss_mb(self) -> float | None:
         kb = read_status_kb(self.process.pid, "VmRSS") if self.process else None
         return None if kb is None else kb / 1024
@@ -149,12 +153,15 @@ def round_trips(url: str, path: str = "/health", count: int = 60) -> list[float]
 
 
 def run_load(url: str, queries_file: Path, *, concurrency: int, requests: int, duration: float,
-             honour_retry_after: bool = False) -> dict:
-    """The load generator as a separate process; its JSON result."""
+             honour_retry_after: bool = False, rerank: bool = True) -> dict:
+    """The load generator as a separate process; its JSON result (rerank False: every request asks for the
+    first stage only)."""
     command = [sys.executable, "-m", "askcorpus.bench.load", "--url", url, "--queries", str(queries_file),
                "--concurrency", str(concurrency), "--requests", str(requests), "--duration", str(duration)]
     if honour_retry_after:
         command.append("--honour-retry-after")
+    if not rerank:
+        command.append("--no-rerank")
     done = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=duration + 120)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}): {done.stderr[-800:]}")
@@ -204,9 +211,9 @@ def run_http(index: Path, questions: list[str], floor_fn, *, quick: bool, work: 
         return section, {}
     queries_file = work / "questions.json"
     queries_file.write_text(json.dumps(questions), encoding="utf-8")
-    # First stage only, as the in-process floor it is compared with, and a queue that holds all 32 clients:
-    # this section measures the HTTP layer; section 8 measures the reranking server under overload.
-    base_env = dict(env or {}) | {"ASKCORPUS_RERANK": "false", "ASKCORPUS_SEARCH_QUEUE": "64"}
+    # First stage only, as the in-process floor it is compared with, admission at its defaults: this section
+    # measures the HTTP layer; section 9 measures the reranking server under overload, 13 the cost per question.
+    base_env = dict(env or {}) | {"ASKCORPUS_RERANK": "false"}
     setups = [("default", base_env)]
     if not quick:  # the same server with ONNX Runtime and FAISS held to one thread (see section 7)
         setups.append(("one thread", base_env | {"OMP_NUM_THREADS": "1", "ASKCORPUS_ENCODER_THREADS": "1"}))
@@ -247,8 +254,8 @@ def run_http(index: Path, questions: list[str], floor_fn, *, quick: bool, work: 
         section.notes.append(f"{label}: floor p50s measured in the bench process just before and after the 1-client "
                              f"run: {measured}")
     section.notes.append("load generator: a separate process, closed loop, one keep-alive connection per client")
-    section.notes.append("server: reranking off (ASKCORPUS_RERANK=false, as the in-process floor) and search_queue 64 "
-                         "so 32 clients wait their turn rather than get 503s; section 8 loads the reranking server")
+    section.notes.append("server: reranking off (ASKCORPUS_RERANK=false, as the in-process floor), admission at its "
+                         "defaults; section 9 loads the reranking server")
     return section, startup
 
 

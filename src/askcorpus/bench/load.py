@@ -1,7 +1,7 @@
 """HTTP load generator, run as its own process: N clients POST /search in closed loops, bounded in count and time.
 
     python -m askcorpus.bench.load --url http://127.0.0.1:8000 --concurrency 8 --requests 400 --duration 10 \
-        --queries questions.json [--mode hybrid] [--k 10] [--honour-retry-after]
+        --queries questions.json [--mode hybrid] [--k 10] [--no-rerank] [--honour-retry-after]
 
 Prints one JSON object: per-request latencies (seconds) of the 200s and of the 503s, ok/error counts, counts by
 status, elapsed seconds, answered requests per second. With --honour-retry-after a client that gets a 503 waits
@@ -122,7 +122,8 @@ def _retry_after(connection: Connection) -> float:
 
 
 def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, duration: float,
-             mode: str = "hybrid", k: int = 10, timeout: float = 30.0, honour_retry_after: bool = False) -> dict:
+             mode: str = "hybrid", k: int = 10, timeout: float = 30.0, honour_retry_after: bool = False,
+             rerank: bool | None = None) -> dict:
     """Closed-loop clients, one keep-alive connection each, until `requests` are sent or `duration` passes."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -148,7 +149,8 @@ def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, d
                         return
                     index = issued
                     issued += 1
-                body = json.dumps({"query": queries[index % len(queries)], "k": k, "mode": mode}).encode()
+                fields = {"query": queries[index % len(queries)], "k": k, "mode": mode}
+                body = json.dumps(fields if rerank is None else fields | {"rerank": rerank}).encode()
                 started = time.perf_counter()
                 try:
                     status, _ = connection.post("/search", body)
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="stop issuing requests after this many seconds")
     parser.add_argument("--mode", default="hybrid")
     parser.add_argument("-k", "--k", type=int, default=10)
+    parser.add_argument("--no-rerank", action="store_true", help='send "rerank": false (the cheap path)')
     parser.add_argument("--honour-retry-after", action="store_true",
                         help="after a 503, wait the Retry-After seconds before the next request")
     args = parser.parse_args(argv)
@@ -209,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.queries, encoding="utf-8") as handle:
         queries = [q for q in json.load(handle) if isinstance(q, str) and q.strip()]
     result = run_load(args.url, queries, concurrency=args.concurrency, requests=args.requests,
-                      duration=args.duration, mode=args.mode, k=args.k, honour_retry_after=args.honour_retry_after)
+                      duration=args.duration, mode=args.mode, k=args.k, honour_retry_after=args.honour_retry_after,
+                      rerank=False if args.no_rerank else None)
     json.dump(result, sys.stdout)
     return 0
 

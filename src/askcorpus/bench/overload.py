@@ -58,8 +58,9 @@ def _metrics_text(url: str) -> str:
 
 
 def _metric(text: str, name: str) -> float | None:
+    """The first sample of `name` (which may carry its labels, `name{lane="rerank"}`) in a scrape."""
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith(name + " ") or (not name.endswith("}") and line.startswith(name + "{")):
             return float(line.rsplit(" ", 1)[1])
     return None
 
@@ -77,6 +78,8 @@ def run(index: Path, questions: list[str], settings: Settings, *, quick: bool, w
     queries_file.write_text(json.dumps(questions), encoding="utf-8")
     limits = {"ASKCORPUS_RERANK": "true", "ASKCORPUS_SEARCH_CONCURRENCY": str(settings.search_concurrency),
               "ASKCORPUS_SEARCH_QUEUE": str(settings.search_queue),
+              "ASKCORPUS_RERANK_CONCURRENCY": str(settings.rerank_concurrency),
+              "ASKCORPUS_RERANK_QUEUE": str(settings.rerank_queue),
               "ASKCORPUS_SEARCH_DEADLINE": str(settings.search_deadline),
               "ASKCORPUS_RERANK_DEPTH": str(settings.rerank_depth), "ASKCORPUS_RELOAD_INTERVAL": "0",
               # Every question pays for its reranking: the runs reuse the same questions, and cached pair scores
@@ -125,9 +128,11 @@ def run(index: Path, questions: list[str], settings: Settings, *, quick: bool, w
             server.url, queries_file, concurrency=BURST_CLIENTS, requests=50_000, duration=step))
         row("burst, no backoff", BURST_CLIENTS, hostile, hostile_health)
         scrape = _metrics_text(server.url)
-        data["metrics_after_bursts"] = {name: _metric(scrape, name) for name in (
-            "askcorpus_queue_length_max", "askcorpus_searches_in_progress_max", "askcorpus_search_service_seconds")}
-        at_limit = settings.search_concurrency + settings.search_queue
+        data["metrics_after_bursts"] = {f"{name}{{lane={lane}}}": _metric(scrape, f'{name}{{lane="{lane}"}}')
+                                        for name in ("askcorpus_queue_length_max", "askcorpus_in_progress_max",
+                                                     "askcorpus_service_seconds")
+                                        for lane in ("search", "rerank")}
+        at_limit = settings.rerank_concurrency + settings.rerank_queue  # what the reranker's lane holds
         log(f"  soak: {at_limit} clients for {soak_seconds:.0f}s...")
         rss_start = server.rss_mb()
         samples: list[float] = []
@@ -181,7 +186,8 @@ def run(index: Path, questions: list[str], settings: Settings, *, quick: bool, w
              "shallow_rps": shallow_rps}
     section.data = data
     section.notes += [
-        f"server: search_concurrency {settings.search_concurrency}, search_queue {settings.search_queue}, "
+        f"server: search lane {settings.search_concurrency} + {settings.search_queue}, rerank lane "
+        f"{settings.rerank_concurrency} + {settings.rerank_queue} (turns + queue), "
         f"search_deadline {settings.search_deadline:g} s, rerank_depth {settings.rerank_depth}; POST /search hybrid "
         f"k=10, rerank score cache off; load generator a separate process, closed loop, one keep-alive connection "
         f"per client; after a 503 a client waits the Retry-After seconds before asking again (as HTTP clients "

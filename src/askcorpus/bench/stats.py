@@ -190,6 +190,16 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a running process from /proc/PID/stat (Linux), in seconds; None elsewhere or once gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_status_kb(pid: int, field_name: str) -> int | None:
     """A kB field (VmHWM, VmRSS) of /proc/<pid>/status, or None if the process is gone."""
     try:
