@@ -130,3 +130,14 @@ def test_streamed_through_askcorpus(model, searcher, seeds_settings):
         assert generated["reply"] == "".join(data["text"] for name, data in seen if name == "delta")
         whole = httpx.post(base + "/search", json={"query": QUESTION, "k": 5, "generate": True}, timeout=60).json()
         assert whole["generated"]["completion_tokens"] > 0 and json.dumps(whole)
+
+
+def test_token_counts_in_one_request_equal_each_text_counted_alone(model, seeds_dir):
+    """The texts are counted in one /tokenize joined by the end-of-text token; each count must be the text's own,
+    for plain, empty, spaced, non-ASCII text and a text that holds the separator itself."""
+    text = " ".join(path.read_text(encoding="utf-8") for path in sorted(seeds_dir.iterdir()))
+    texts = [text[i * 550:(i + 1) * 550] for i in range(12)] + [
+        "", " leading space", "ünïcödé 😀 text", "a\n\nb", f"x{model._separator[0]}y"]
+    alone = [len(model._tokenize(t)) for t in texts]
+    assert model.count_tokens(texts) == alone
+    assert model.count_tokens(texts[::-1]) == alone[::-1]  # from the cache, in the order asked

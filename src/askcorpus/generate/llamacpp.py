@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -13,6 +13,8 @@ from ..errors import ConfigError, GenerationError
 from .base import Generator, Message, Usage
 
 _END = object()
+# Token counts kept per text: the top passages come back question after question.
+COUNT_CACHE_SIZE = 8192
 
 
 class LlamaCppModel(Generator):
@@ -54,15 +56,57 @@ class LlamaCppModel(Generator):
         import httpx
 
         self._http = httpx.Client(base_url=self._server.listening_address, timeout=30.0)
-        self._count = lru_cache(maxsize=8192)(self._count_one)
+        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts_lock = threading.Lock()
+        self._separator = self._find_separator()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [self._count(text) for text in texts]
+        """Each text's length in the model's tokens. The texts not counted before go to llama.cpp in one request,
+        joined by the end-of-text token: llama.cpp tokenizes the pieces between special tokens apart, so each
+        count is the text's own (one request costs about as much as its characters; each more costs 0.5 ms)."""
+        with self._counts_lock:
+            known = {text: self._counts[text] for text in texts if text in self._counts}
+        missing = list(dict.fromkeys(text for text in texts if text not in known))
+        if missing:
+            known.update(self._count_uncached(missing))
+            with self._counts_lock:
+                for text in missing:
+                    self._counts[text] = known[text]
+                    self._counts.move_to_end(text)
+                while len(self._counts) > COUNT_CACHE_SIZE:
+                    self._counts.popitem(last=False)
+        return [known[text] for text in texts]
 
-    def _count_one(self, text: str) -> int:
-        reply = self._http.post("/tokenize", json={"content": text, "add_special": False})
+    def _count_uncached(self, texts: list[str]) -> dict[str, int]:
+        separator = self._separator
+        joinable = [t for t in texts if separator is not None and separator[0] not in t] if separator else []
+        counts = {text: len(self._tokenize(text)) for text in texts if text not in joinable}
+        if joinable:
+            pieces: list[int] = [0]
+            for token in self._tokenize(separator[0].join(joinable)):
+                if token == separator[1]:
+                    pieces.append(0)
+                else:
+                    pieces[-1] += 1
+            if len(pieces) != len(joinable):  # never expected: count them one by one rather than guess
+                return counts | {text: len(self._tokenize(text)) for text in joinable}
+            counts.update(zip(joinable, pieces))
+        return counts
+
+    def _tokenize(self, text: str) -> list[int]:
+        reply = self._http.post("/tokenize", json={"content": text, "add_special": False, "parse_special": True})
         reply.raise_for_status()
-        return len(reply.json()["tokens"])
+        return reply.json()["tokens"]
+
+    def _find_separator(self) -> tuple[str, int] | None:
+        """The model's end-of-text token as text and id, when it tokenizes to that one token; else None (each text
+        is then counted in a request of its own)."""
+        try:
+            text = self._http.get("/props").json().get("eos_token")
+            tokens = self._tokenize(text) if isinstance(text, str) and text else []
+        except Exception:  # an older llama.cpp without /props: counting still works, one request per text
+            return None
+        return (text, tokens[0]) if len(tokens) == 1 else None
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float) -> Iterator[str | Usage]:
         request = {"messages": [{"role": m.role, "content": m.content} for m in messages], "stream": True,

@@ -61,13 +61,12 @@ def build_prompt(question: str, results: Sequence[Result], titles: Mapping[str, 
     """
     system, user = load_template(template)
     fixed = _fill(system, question, "") + _fill(user, question, "")
-    used = generator.count_tokens([fixed])[0]
+    candidates = results[:passages]
+    blocks = [passage_block(0, titles.get(r.passage.doc_id, r.passage.doc_id), r.passage.text) for r in candidates]
+    used, *costs = generator.count_tokens([fixed, *blocks])  # one call: a backend may count them in one request
     if used >= budget:
         raise GenerationError(f"the prompt template and question take {used} tokens, more than the context budget "
                               f"of {budget} (ASKCORPUS_LLM_CONTEXT_TOKENS)")
-    candidates = results[:passages]
-    blocks = [passage_block(0, titles.get(r.passage.doc_id, r.passage.doc_id), r.passage.text) for r in candidates]
-    costs = generator.count_tokens(blocks)
     chosen: list[Result] = []
     for result, cost in zip(candidates, costs):
         if used + cost + 2 <= budget:  # 2: the blank line between passages and the digits of [n]
