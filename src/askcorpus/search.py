@@ -184,8 +184,7 @@ class Searcher:
         clock = time.perf_counter()
         hits = list(c.hits)
         if c.reranking:
-            hits = rerank_hits(self.reranker, c.query, hits, self._passage_text, self.rerank_candidates(c),
-                               self.settings.rerank_sentence_depth, self.settings.rerank_sentence_margin)
+            hits = self.rerank(c)
             clock = _lap(timings, "rerank", clock)
         results = tuple(self._result(rank, hit) for rank, hit in enumerate(hits[:c.k], start=1))
         answer = None
@@ -195,6 +194,12 @@ class Searcher:
             _lap(timings, "answer", clock)
         return SearchResponse(query=c.query, mode=c.mode, answer=answer, results=results, reranked=c.reranking,
                               timings=timings)
+
+    def rerank(self, candidates: Candidates) -> list[Hit]:
+        """The first stage's hits with the top `rerank_candidates` of them reordered by the reranker."""
+        return rerank_hits(self.reranker, candidates.query, candidates.hits, self._passage_text,
+                           self.rerank_candidates(candidates), self.settings.rerank_sentence_depth,
+                           self.settings.rerank_sentence_margin)
 
     def rerank_candidates(self, candidates: Candidates) -> int:
         """How many of the first stage's hits the cross-encoder reads: the request's rerank_depth, or as many as

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 from ..config import Settings
 from ..errors import AskcorpusError, ConfigError
-from ..rerank.base import rerank_hits
+from ..records import Candidates
 
 NDCG_CUTOFF = 10
 RECALL_CUTOFF = 100
@@ -147,9 +147,8 @@ def evaluate_beir(searcher: Any, beir: BeirSet, modes: Sequence[str]) -> dict[st
         for mode in modes:
             base, reranked = split_mode(mode)
             hits = searcher.retrieve(query, depth, base, vector)
-            if reranked:
-                hits = rerank_hits(searcher.reranker, query, hits, lambda pid: passages[pid].text,
-                                   searcher.settings.rerank_depth, searcher.settings.rerank_sentence_depth)
+            if reranked:  # the searcher's own rerank stage, over the deeper list documents are ranked from
+                hits = searcher.rerank(Candidates(query, base, depth, tuple(hits), vector, reranking=True))
             ranked = rank_documents([doc_id_of(passages[hit.passage_id].doc_id) for hit in hits])
             scores[mode]["ndcg@10"].append(ndcg(ranked, beir.qrels[query_id]))
             scores[mode]["recall@100"].append(recall(ranked, beir.qrels[query_id]))
