@@ -172,7 +172,9 @@ class _Search(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         payload = json.dumps({"query": body["query"], "results": []}).encode()
-        self.send_response({"bad": 422, "busy": 503}.get(body["query"], 200))
+        # "cheap only" answers 200 only to a request that asks for the first stage alone
+        wrong = body["query"] == "cheap only" and body.get("rerank") is not False
+        self.send_response(422 if wrong else {"bad": 422, "busy": 503}.get(body["query"], 200))
         if body["query"] == "busy":
             self.send_header("Retry-After", "1")
         self.send_header("Content-Length", str(len(payload)))
@@ -464,3 +466,79 @@ def test_generation_section_quick(tmp_path, monkeypatch, capsys, smollm2_gguf):
     assert check["met"] is (figures["check_ms"]["p50"] <= CHECK_TARGET * figures["rerank_ms"]["p50"])
     assert stream["met"] is (figures["ratio_p50"] >= STREAM_TARGET)
     assert f"{figures['ratio_p50']:.3f}x" in stream["measured"]
+
+
+def test_load_generator_asks_for_the_cheap_path_when_told(tiny_server):
+    assert run_load(tiny_server, ["cheap only"], concurrency=1, requests=3, duration=5)["statuses"] == {"422": 3}
+    cheap = run_load(tiny_server, ["cheap only"], concurrency=1, requests=3, duration=5, rerank=False)
+    assert cheap["statuses"] == {"200": 3}
+
+
+def test_process_cpu_seconds_grows_with_work_and_is_none_for_no_process():
+    from askcorpus.bench.stats import process_cpu_seconds
+
+    before = process_cpu_seconds(os.getpid())
+    sum(i * i for i in range(3_000_000))
+    after = process_cpu_seconds(os.getpid())
+    assert before is not None and after > before
+    assert process_cpu_seconds(2 ** 22 + 7) is None  # above pid_max: no such process
+
+
+def _cost_data(cheap_1: float, cheap_32: float, cpu: float, p50: float, burst: float) -> dict:
+    def cheap(one, many):
+        return {1: {"rps": one}, 8: {"rps": (one + many) / 2}, 32: {"rps": many}}
+
+    def server(cpu_ms, p50_ms, rps, rejected_p99=10.0):
+        return {"cheap": cheap(100.0, 150.0), "reranked": {"cpu_ms": cpu_ms, "p50_ms": p50_ms},
+                "burst": {"rps": rps, "rejected": 50, "rejected_p99_ms": rejected_p99, "health_p99_ms": 5.0,
+                          "health_not_200": 0, "other": 0, "statuses": {"200": 10, "503": 50}}}
+
+    return {"reranking off": {"cheap": cheap(cheap_1, cheap_32)},
+            "e622b11 variant": server(800.0, 400.0, 2.0),
+            "default": server(cpu, p50, burst) | {"cheap": cheap(cheap_1, cheap_32)}}
+
+
+@pytest.mark.parametrize("figures, verdicts", [
+    ((100.0, 260.0, 390.0, 210.0, 3.7), [True, True, True, True, True, True, True, True]),
+    ((100.0, 240.0, 410.0, 230.0, 3.5), [False, False, False, False, False, True, True, True]),
+])
+def test_cost_section_holds_each_figure_to_its_target_against_the_variant(figures, verdicts):
+    """Section 13's verdicts follow from its own figures: 32 clients against one, CPU and p50 against the
+    variant's 800 and 400 ms, the burst's answered/s against the variant's 2.0."""
+    from askcorpus.bench import cost
+
+    section = Section("cost", "13", [])
+    cost._checks(section, _cost_data(*figures))
+    assert [check.met for check in section.checks] == verdicts
+    assert "(390 vs 800 ms)" in section.checks[2].measured or not verdicts[2]
+
+
+@pytest.mark.slow
+def test_cost_section_quick_against_real_servers(tmp_path, monkeypatch, capsys):
+    """Section 13 of `bench --quick` with three real servers: every figure measured, the variant's single gate
+    turning the cheap path away at 32 clients, and each verdict the one its own figures give."""
+    from askcorpus.bench import main
+
+    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", "13")
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    args = Namespace(quick=True, report=tmp_path / "report", index=None, corpus=None)
+    assert main(args, Settings(corpus=repo / "seeds", index=tmp_path / "unused")) == 0
+    assert "13. Cost per question" in capsys.readouterr().out
+    data = json.loads((tmp_path / "report" / "bench.json").read_text(encoding="utf-8"))
+    section = next(s for s in data["sections"] if s["key"] == "cost")
+    assert section["skipped"] is None, section["skipped"]
+    servers = section["data"]["servers"]
+    for label in ("reranking off", "e622b11 variant", "default"):
+        assert all(servers[label]["cheap"][str(n)]["rps"] > 0 for n in (1, 8, 32)), label
+    variant, default = servers["e622b11 variant"], servers["default"]
+    assert variant["cheap"]["32"]["statuses"].get("503", 0) > 0  # 2 turns + 8 places for 32 clients
+    assert set(default["cheap"]["32"]["statuses"]) == {"200"}  # the lanes admit them all
+    for server in (variant, default):
+        assert server["reranked"]["answered"] > 0 and server["reranked"]["cpu_ms"] > 0
+        assert set(server["burst"]["statuses"]) <= {"200", "503"}
+    checks = {c["target"]: c["met"] for c in section["checks"]}
+    cpu = next(v for k, v in checks.items() if k.startswith("CPU per reranked question"))
+    assert cpu is (default["reranked"]["cpu_ms"] <= 0.5 * variant["reranked"]["cpu_ms"])
+    burst = next(v for k, v in checks.items() if k.startswith("burst (64 clients"))
+    assert burst is (default["burst"]["rps"] >= 1.8 * variant["burst"]["rps"])
