@@ -287,6 +287,23 @@ def test_a_full_lane_answers_503_with_retry_after_and_cheap_endpoints_still_answ
     assert values[("askcorpus_concurrency_limit", (("lane", "rerank"),))] == 1
 
 
+@pytest.mark.parametrize("lane", ["search", "rerank"])
+def test_each_lane_turns_a_search_away_at_once_when_its_deadline_cannot_be_met(app_settings, fake_embedder, lane):
+    settings = app_settings.with_overrides(search_queue=4, rerank_concurrency=1, rerank_queue=4)
+    with TestClient(create_app(settings, embedder=fake_embedder)) as client:
+        gate = client.app.state.lanes.named()[lane]
+        gate.running = gate.concurrency
+        gate.service_seconds = 10.0  # one turn takes longer than the whole 2 s budget
+        started = time.perf_counter()
+        refused = client.post("/search", json={"query": "Taliban", "deadline_ms": 1500})
+        took = time.perf_counter() - started
+        gate.running = 0
+        values = _metrics(client)
+    assert refused.status_code == 503 and "deadline" in refused.json()["detail"]
+    assert int(refused.headers["Retry-After"]) >= 1 and took < 1.0  # told at once, not after waiting
+    assert values[("askcorpus_rejections_total", (("lane", lane), ("reason", DEADLINE)))] == 1
+
+
 def test_a_reranked_search_holds_no_search_turn_while_it_waits_for_the_reranker(app_settings, fake_embedder):
     """With the rerank lane's one turn taken, a reranked search waits for it after its cheap stages, and the
     search lane's single turn is free meanwhile: a cheap search is answered while the reranked one waits."""
