@@ -1,7 +1,7 @@
 """The real service over capacity: `askcorpus serve` (real model, reranking on) as a subprocess on loopback.
 
-Small limits (1 computing, 3 waiting) and slow searches (rerank depth 50, no score cache) make the server easy
-to overload with a few dozen requests. Bounded: every test sends a fixed number of requests with timeouts.
+Small limits on the rerank lane (1 computing, 3 waiting) and slow searches (rerank depth 50 always, no score
+cache) make the server easy to overload with a few dozen requests. Bounded: every test sends a fixed number of requests with timeouts.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from conftest import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-CONCURRENCY, QUEUE = 1, 3
+CONCURRENCY, QUEUE = 1, 3  # the rerank lane's
+RERANK = (("lane", "rerank"),)
 TOPICS = ["ISKP recruitment", "Taliban return to power", "refugee flows", "Shanghai Cooperation Organisation",
           "al-Qaeda allies", "economic fragility", "threats to neighbouring states", "regional security"]
 
@@ -44,8 +45,9 @@ class Served:
         self.log = root / f"server-{self.port}.log"
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                        "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir),
-                       "ASKCORPUS_RELOAD_INTERVAL": "0", "ASKCORPUS_SEARCH_CONCURRENCY": str(CONCURRENCY),
-                       "ASKCORPUS_SEARCH_QUEUE": str(QUEUE), "ASKCORPUS_RERANK_DEPTH": "50",
+                       "ASKCORPUS_RELOAD_INTERVAL": "0", "ASKCORPUS_RERANK_CONCURRENCY": str(CONCURRENCY),
+                       "ASKCORPUS_RERANK_QUEUE": str(QUEUE), "ASKCORPUS_RERANK_DEPTH": "50",
+                       "ASKCORPUS_RERANK_MIN_DEPTH": "50",
                        "ASKCORPUS_RERANK_CACHE_SIZE": "0",
                        # Long enough that on a busy machine the queue fills before deadlines bite; the deadline
                        # test asks for less with deadline_ms.
@@ -62,9 +64,9 @@ class Served:
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
     def wait_until(self, name: str, at_least: float, seconds: float = 20) -> None:
-        """Poll /metrics until the gauge `name` reaches `at_least`."""
+        """Poll /metrics until the rerank lane's gauge `name` reaches `at_least`."""
         deadline = time.monotonic() + seconds
-        while self.metrics()[(name, ())] < at_least:
+        while self.metrics()[(name, RERANK)] < at_least:
             assert time.monotonic() < deadline, f"{name} never reached {at_least}"
             time.sleep(0.02)
 
@@ -103,7 +105,7 @@ def _requests(metrics: dict, status: str) -> float:
 
 
 def _rejections(metrics: dict, reason: str) -> float:
-    return metrics[("askcorpus_rejections_total", (("reason", reason),))]
+    return metrics[("askcorpus_rejections_total", (("lane", "rerank"), ("reason", reason)))]
 
 
 def _searches_computed(metrics: dict) -> float:
@@ -149,21 +151,21 @@ def test_burst_far_over_capacity_gets_only_200s_and_fast_503s(server):
     assert max(busy_seconds) < median(ok_seconds)
     assert health_seconds and max(health_seconds) < median(ok_seconds)
     # The bound held, and the metrics count exactly what the clients saw.
-    assert after[("askcorpus_queue_length_max", ())] <= QUEUE
-    assert after[("askcorpus_searches_in_progress_max", ())] <= CONCURRENCY
+    assert after[("askcorpus_queue_length_max", RERANK)] <= QUEUE
+    assert after[("askcorpus_in_progress_max", RERANK)] <= CONCURRENCY
     assert _requests(after, "200") - _requests(before, "200") == statuses.count(200)
     assert _requests(after, "503") - _requests(before, "503") == statuses.count(503)
     rejected = sum(_rejections(after, r) - _rejections(before, r) for r in ("queue_full", "deadline", "expired"))
     assert rejected == statuses.count(503)
     assert _searches_computed(after) - _searches_computed(before) == statuses.count(200)
-    assert after[("askcorpus_queue_length", ())] == 0 and after[("askcorpus_searches_in_progress", ())] == 0
+    assert after[("askcorpus_queue_length", RERANK)] == 0 and after[("askcorpus_in_progress", RERANK)] == 0
 
 
 def test_a_search_that_cannot_start_within_its_deadline_gets_503(server):
     before = server.metrics()
     with ThreadPoolExecutor(max_workers=2) as pool:
         busy = pool.submit(_search, server.base, 2000)
-        server.wait_until("askcorpus_searches_in_progress", 1)  # the slow search holds the only turn
+        server.wait_until("askcorpus_in_progress", 1)  # the slow search holds the only turn
         status, seconds, data, headers = _search(server.base, 2001, deadline_ms=150)
         assert busy.result()[0] == 200
     assert status == 503 and "deadline" in data["detail"] and int(headers["retry-after"]) >= 1
@@ -179,7 +181,7 @@ def test_a_client_that_left_while_waiting_is_not_computed(server):
     body = b'{"query": "' + _question(3000).encode() + b'", "k": 5}'
     with ThreadPoolExecutor(max_workers=1) as pool:
         busy = pool.submit(_search, server.base, 3001)
-        server.wait_until("askcorpus_searches_in_progress", 1)
+        server.wait_until("askcorpus_in_progress", 1)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -196,7 +198,7 @@ def test_a_client_that_left_while_waiting_is_not_computed(server):
 
 def test_sigterm_while_busy_finishes_every_accepted_request_and_exits_0(tmp_path, seeds_settings):
     # Long enough to drain all five even on a busy machine.
-    served = Served(tmp_path, seeds_settings, ASKCORPUS_SEARCH_QUEUE="8", ASKCORPUS_SHUTDOWN_TIMEOUT="60")
+    served = Served(tmp_path, seeds_settings, ASKCORPUS_RERANK_QUEUE="8", ASKCORPUS_SHUTDOWN_TIMEOUT="60")
     try:
         with ThreadPoolExecutor(max_workers=5) as pool:
             pending = [pool.submit(_search, served.base, n) for n in range(4000, 4005)]

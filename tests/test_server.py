@@ -65,9 +65,9 @@ def server(tmp_path_factory, seeds_settings):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ASKCORPUS_RELOAD_INTERVAL": "0.5",
            "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_ENCODER_CACHE": str(seeds_settings.encoder_cache_dir),
-           # Room for all 32 clients to wait their turn, and the 4 clients of the swap test computing at once as
-           # before admission control: these tests check answers and swaps, test_overload the limits.
-           "ASKCORPUS_SEARCH_CONCURRENCY": "4", "ASKCORPUS_SEARCH_QUEUE": "64", "ASKCORPUS_SEARCH_DEADLINE": "120"}
+           # Room for all 32 clients to wait their turn, and the 4 clients of the swap test computing at once:
+           # these tests check answers and swaps, test_overload the limits.
+           "ASKCORPUS_RERANK_CONCURRENCY": "4", "ASKCORPUS_RERANK_QUEUE": "64", "ASKCORPUS_SEARCH_DEADLINE": "120"}
     env.pop("ASKCORPUS_HOST", None)
     log_path = root / "server.log"
     process = start_server(port, ["--index", str(index), "--corpus", str(corpus)], env, log_path)
