@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from askcorpus import embed
+from askcorpus import embed, onnxrt
 from askcorpus.config import Settings
 from askcorpus.embed import onnx_backend
 from askcorpus.embed.onnx_backend import OnnxEmbedder, load_onnx_embedder
@@ -76,7 +76,7 @@ def test_length_groups_cover_every_row_once_longest_first_within_their_limits():
     for _ in range(200):
         lengths = [int(x) for x in rng.integers(3, 260, size=int(rng.integers(1, 80)))]
         max_texts, lanes, budget = int(rng.integers(1, 40)), int(rng.integers(1, 5)), int(rng.integers(64, 2048))
-        groups = onnx_backend.length_groups(lengths, max_texts=max_texts, lanes=lanes, max_padded_tokens=budget)
+        groups = onnxrt.length_groups(lengths, max_texts=max_texts, lanes=lanes, max_padded_tokens=budget)
         assert sorted(row for group in groups for row in group) == list(range(len(lengths)))
         flat = [lengths[row] for group in groups for row in group]
         assert flat == sorted(lengths, reverse=True)
@@ -84,10 +84,10 @@ def test_length_groups_cover_every_row_once_longest_first_within_their_limits():
         for group in groups:
             assert len(group) <= min(max_texts, share)
             assert len(group) == 1 or len(group) * lengths[group[0]] <= budget
-    assert onnx_backend.length_groups([], max_texts=8) == []
+    assert onnxrt.length_groups([], max_texts=8) == []
     # Two queries and two lanes: one model call each, side by side; one lane: one call with both.
-    assert onnx_backend.length_groups([12, 20], max_texts=32, lanes=2) == [[1], [0]]
-    assert onnx_backend.length_groups([12, 20], max_texts=32, lanes=1) == [[1, 0]]
+    assert onnxrt.length_groups([12, 20], max_texts=32, lanes=2) == [[1], [0]]
+    assert onnxrt.length_groups([12, 20], max_texts=32, lanes=1) == [[1, 0]]
 
 
 def test_export_matching_checks_model_fingerprint_and_version(tmp_path):
@@ -137,7 +137,7 @@ def test_concurrent_encodes_give_the_same_vectors(real_embedder, seeds_dir):
 def test_lanes_and_grouping_do_not_change_the_vectors(real_embedder, seeds_dir):
     texts = seed_passages(seeds_dir, 20) + ["Who leads ISKP?", "Why did the Taliban fight ISKP in Nangarhar?", "a"]
     one_lane = OnnxEmbedder(real_embedder.name, real_embedder.folder, threads=1)
-    assert one_lane.lanes == 1 and real_embedder.lanes == min(onnx_backend.MAX_LANES, os.cpu_count() or 1)
+    assert one_lane.lanes == 1 and real_embedder.lanes == min(onnxrt.MAX_LANES, os.cpu_count() or 1)
     alone = np.vstack([one_lane.encode([text]) for text in texts])  # no padding at all
     for embedder, batch_size in ((real_embedder, 32), (real_embedder, 3), (one_lane, 32)):
         assert np.abs(embedder.encode(texts, batch_size=batch_size) - alone).max() < 1e-5

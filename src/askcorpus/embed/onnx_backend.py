@@ -16,13 +16,13 @@ import sys
 import time
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..errors import EncoderExportError
+from ..onnxrt import Lanes, lane_count, length_groups, load_session, padded_inputs
 from .base import Embedder, resolve_model_location
 
 if TYPE_CHECKING:
@@ -34,11 +34,10 @@ EXPORT_VERSION = 1
 ONNX_OPSET = 17
 # float32 ONNX and PyTorch agree to ~2e-7 on this model; anything near 1e-4 means a different computation.
 MAX_ABS_DIFFERENCE = 1e-4
-# Model calls run side by side (at most one per core, and no more than this), each padded to its own longest
-# text and holding at most this many tokens with padding: 8 to 16 questions, or 2 full passages, per call.
-# Measured on 2 cores, texts per second, same process, alternating: 32 questions at a time 100 -> 123,
-# 32 passages at a time 18.2 -> 23.1 (budgets of 128 to 4096 tokens all within noise of 256).
-MAX_LANES = 4
+# Each model call is padded to its own longest text and holds at most this many tokens with padding: 8 to 16
+# questions, or 2 full passages, per call. Measured on 2 cores, texts per second, same process, alternating:
+# 32 questions at a time 100 -> 123, 32 passages at a time 18.2 -> 23.1 (budgets of 128 to 4096 tokens all within
+# noise of 256).
 MAX_PADDED_TOKENS = 256
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # Checked at export: a question, plain and odd characters, white space that sentence-transformers strips,
@@ -57,17 +56,10 @@ class OnnxEmbedder(Embedder):
     backend = "onnx"
 
     def __init__(self, name: str, folder: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         info = read_export_info(folder)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per physical core
-        options.inter_op_num_threads = 1
-        # Spinning worker threads would take the CPU from the web server's event loop between queries.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = load_session(folder / "model.onnx", intra_op_threads=threads)
         self._inputs = [i.name for i in self.session.get_inputs()]
         tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
         # Two tokenizers, each configured once: changing truncation on a shared one is not thread-safe.
@@ -80,8 +72,8 @@ class OnnxEmbedder(Embedder):
         self._pad_id = int(info["pad_id"])
         # Model calls running side by side: ONNX Runtime keeps more of the CPU busy with two short calls at
         # once than with one call spread over two threads (docs/performance.md: "Encoding in length groups").
-        self.lanes = max(1, min(MAX_LANES, threads or os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="askcorpus-encode") if self.lanes > 1 else None
+        self.lanes = lane_count(threads)
+        self._lanes = Lanes(self.lanes, "askcorpus-encode")
         self.name = name
         self.dim = int(info["dim"])
         self.max_tokens = int(info["max_tokens"])
@@ -98,7 +90,8 @@ class OnnxEmbedder(Embedder):
         stripped = [text.strip() for text in texts]
         encodings = self._tokenizer.encode_batch(stripped) if stripped else []
         vectors = np.zeros((len(encodings), self.dim), dtype=np.float32)
-        groups = length_groups([len(e.ids) for e in encodings], max_texts=batch_size, lanes=self.lanes)
+        groups = length_groups([len(e.ids) for e in encodings], max_texts=batch_size, lanes=self.lanes,
+                               max_padded_tokens=MAX_PADDED_TOKENS)
         if progress and sys.stderr.isatty() and len(groups) > 1:
             from tqdm import tqdm
 
@@ -112,59 +105,19 @@ class OnnxEmbedder(Embedder):
                 bar.update()
 
         try:
-            if len(groups) == 1 or self._pool is None:
-                for rows in groups:
-                    run(rows)
-            else:
-                # ONNX Runtime releases the GIL while it runs, so the lanes' model calls overlap.
-                for done in [self._pool.submit(run, rows) for rows in groups]:
-                    done.result()
+            self._lanes.run(groups, run)
         finally:
             if bar is not None:
                 bar.close()
         return vectors
 
     def _encode_group(self, encodings: list) -> np.ndarray:
-        longest = max(len(e.ids) for e in encodings)
-        shape = (len(encodings), longest)
-        ids = np.full(shape, self._pad_id, dtype=np.int64)
-        mask = np.zeros(shape, dtype=np.int64)
-        types = np.zeros(shape, dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            width = len(encoding.ids)
-            ids[row, :width] = encoding.ids
-            mask[row, :width] = 1
-            types[row, :width] = encoding.type_ids
-        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        hidden = self.session.run(None, {name: columns[name] for name in self._inputs})[0]
-        weights = mask.astype(np.float32)[..., None]
+        inputs = padded_inputs(encodings, self._pad_id, self._inputs)
+        hidden = self.session.run(None, inputs)[0]
+        weights = inputs["attention_mask"].astype(np.float32)[..., None]
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return (pooled / norms).astype(np.float32)
-
-
-def length_groups(lengths: Sequence[int], *, max_texts: int, lanes: int = 1,
-                  max_padded_tokens: int = MAX_PADDED_TOKENS) -> list[list[int]]:
-    """Row numbers in model calls: longest first, each call padding to its own longest text.
-
-    A call holds at most `max_texts` texts and `max_padded_tokens` tokens counting padding, and no more than
-    its share of `lanes`, so every lane gets work. Short queries of mixed length (9 to 30 tokens) batched
-    together wasted ~30% of the model's work on padding; similar lengths side by side waste little.
-    """
-    if not lengths:
-        return []
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    per_call = max(1, min(max_texts, -(-len(order) // max(1, lanes))))
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for row in order:
-        longest = lengths[current[0]] if current else lengths[row]
-        if current and (len(current) >= per_call or (len(current) + 1) * longest > max_padded_tokens):
-            groups.append(current)
-            current = []
-        current.append(row)
-    groups.append(current)
-    return groups
 
 
 def load_onnx_embedder(name: str, cache: Path, threads: int = 0,

