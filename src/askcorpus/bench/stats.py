@@ -9,18 +9,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from ..evaluate import metrics
+
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) with linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """The q-th percentile (0-100, linear interpolation) of `evaluate.metrics.percentile`, NaN for no values, so a
+    bench table prints a dash and a ratio with it is NaN rather than an error."""
+    value = metrics.percentile(values, q)
+    return math.nan if value is None else value
 
 
 def summarize(seconds: Sequence[float]) -> dict[str, float]:
