@@ -85,10 +85,6 @@ def test_a_backend_that_fails_leaves_the_previous_build_serving(fake_settings, f
     assert not [p for p in (fake_settings.index / store.BUILDS_DIR).iterdir() if p.name.startswith(store.TEMP_PREFIX)]
 
 
-def test_backend_is_abstract():
-    with pytest.raises(TypeError):
-        Backend()  # type: ignore[abstract]
-    assert Parsed("a.txt", None, (), "why").error == "why"
 
 
 def test_index_ray_without_ray_says_how_to_install_it(fake_settings, monkeypatch, capsys):
