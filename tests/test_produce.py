@@ -13,7 +13,7 @@ from askcorpus.build import build_index, chunk_params
 from askcorpus.cli import main
 from askcorpus.errors import ClusterError
 from askcorpus.ingest import find_sources
-from askcorpus.produce import Backend, EmbedStats, LocalBackend, Parsed, Pending
+from askcorpus.produce import EmbedStats, LocalBackend, Pending
 
 
 class RecordingBackend(LocalBackend):
