@@ -159,13 +159,6 @@ def run(settings: Settings, searcher: Searcher, index_dir: Path, questions: list
 
 def _measure(section: Section, settings: Settings, searcher: Searcher, index_dir: Path, questions: list[str],
              source: str, model, origin: str, quick: bool, log) -> Section:
-    import httpx
-
-    from ..api import create_app
-    from ..api.graceful import serve_in_thread
-    from ..generate import with_generated
-    from ..generate.prompt import build_prompt
-
     counts = QUICK if quick else FULL
     max_tokens = counts["max_tokens"]
     settings = settings.with_overrides(index=index_dir, reload_interval=0, llm_max_tokens=max_tokens,
@@ -174,24 +167,43 @@ def _measure(section: Section, settings: Settings, searcher: Searcher, index_dir
     reranker = load_reranker(settings.rerank_model, sha256=settings.rerank_sha256, threads=settings.rerank_threads,
                              cache_size=0)
     reranking = Searcher(settings, searcher.embedder, searcher.index, reranker)
-    documents = searcher.index.documents
-    warm, used = questions[0], questions[1:1 + counts["questions"]]
+    warm, asked = questions[0], questions[1:1 + counts["questions"]]
+    log(f"  up to {len(asked)} questions, askcorpus's time around the model...")
+    around = _time_around_model(reranking, model, settings, warm, asked, counts["budget"])
+    used = list(around["responses"])
+    log(f"  {len(used)} questions streamed through POST /search and directly, alternated...")
+    pairs = _stream_pairs(reranking, model, settings, warm, around["responses"], counts["budget"])
+    _report(section, around["stages"], around["errors"], pairs, used, source, model, origin, settings, max_tokens,
+            log)
+    scored = around["scored"]
+    section.data["check_pairs_scored"] = scored
+    section.notes.insert(1, f"the check ran the cross-encoder in {sum(1 for n in scored if n)} of {len(scored)} "
+                            f"answers ({sum(scored)} pairs); in the others no sentence both cites a passage and "
+                            "names only facts found there, so no score is needed")
+    if len(used) < len(asked) or len(pairs) < len(used):
+        section.notes.append(f"the {counts['budget']:.0f} s budget of a part ran out: {len(used)} questions timed "
+                             f"around the model, {len(pairs)} pairs streamed (of {counts['questions']} asked for)")
+    return section
 
-    # 1. askcorpus's own time around the model, and the rerank stage of the same searches.
-    warm_response = reranking.search(warm, 10, "hybrid", rerank=True)
-    with_generated(warm_response, documents, model, reranker, settings)
-    responses, stages = {}, {"prepare": [], "first_token": [], "check": [], "rerank": [], "answer": [],
-                             "check, cross-encoder run": []}
-    counting = CountingReranker(reranker)
-    scored: list[int] = []  # pairs the cross-encoder read in each answer's check
-    errors: list[str] = []
-    log(f"  up to {len(used)} questions, askcorpus's time around the model...")
+
+def _time_around_model(reranking: Searcher, model, settings: Settings, warm: str, asked: list[str],
+                       budget: float) -> dict:
+    """Part 1: each question searched (reranked) and answered in process: the responses, each answer's stage
+    timings beside its search's rerank stage, the pairs its check scored, and the failures."""
+    from ..generate import with_generated
+
+    documents = reranking.index.documents
+    with_generated(reranking.search(warm, 10, "hybrid", rerank=True), documents, model, reranking.reranker,
+                   settings)
+    stages: dict[str, list[float]] = {name: [] for name in ("prepare", "first_token", "check", "rerank", "answer",
+                                                              "check, cross-encoder run")}
+    responses, scored, errors = {}, [], []
+    counting = CountingReranker(reranking.reranker)
     started = time.perf_counter()
-    for question in used:
-        if len(responses) >= MIN_QUESTIONS and time.perf_counter() - started > counts["budget"]:
+    for question in asked:
+        if len(responses) >= MIN_QUESTIONS and time.perf_counter() - started > budget:
             break
-        response = reranking.search(question, 10, "hybrid", rerank=True)
-        responses[question] = response
+        response = responses[question] = reranking.search(question, 10, "hybrid", rerank=True)
         counting.pairs = 0
         generated = with_generated(response, documents, model, counting, settings).generated
         stages["rerank"].append(response.timings["rerank"])
@@ -205,27 +217,36 @@ def _measure(section: Section, settings: Settings, searcher: Searcher, index_dir
         if counting.pairs:
             stages["check, cross-encoder run"].append(generated.timings["check"])
         stages["answer"].append(generated.seconds)
+    return {"responses": responses, "stages": stages, "scored": scored, "errors": errors}
 
-    budget_hit = len(responses) < len(used)
-    used = [q for q in used if q in responses]
-    # 2. Tokens per second through POST /search against the model driven directly, paired, order alternated.
-    titles = {doc_id: document.title for doc_id, document in documents.items()}
-    prompts = {q: build_prompt(q, responses[q].results, titles, model, passages=settings.llm_passages,
-                               budget=settings.llm_context_tokens, template=settings.llm_template) for q in used}
+
+def _stream_pairs(reranking: Searcher, model, settings: Settings, warm: str, responses: dict,
+                  budget: float) -> list[dict]:
+    """Part 2: each question streamed through POST /search (a real uvicorn server) and fed to the model directly
+    with the same prompt, paired, which goes first alternating question by question."""
+    import httpx
+
+    from ..api import create_app
+    from ..api.graceful import serve_in_thread
+    from ..generate.prompt import build_prompt
+
+    titles = {doc_id: document.title for doc_id, document in reranking.index.documents.items()}
+
+    def prompt(question: str, results) -> list:
+        return build_prompt(question, results, titles, model, passages=settings.llm_passages,
+                            budget=settings.llm_context_tokens, template=settings.llm_template).messages
+
+    max_tokens = settings.llm_max_tokens
     pairs: list[dict] = []
     app = create_app(settings, searcher=reranking, generator=model)
-    log(f"  {len(used)} questions streamed through POST /search and directly, alternated...")
     with serve_in_thread(app) as base, httpx.Client(base_url=base, timeout=settings.llm_timeout + 60) as client:
         streamed_over_http(client, warm)
-        streamed_directly(model, build_prompt(warm, warm_response.results, titles, model,
-                                              passages=settings.llm_passages, budget=settings.llm_context_tokens,
-                                              template=settings.llm_template).messages, max_tokens)
+        streamed_directly(model, prompt(warm, reranking.search(warm, 10, "hybrid", rerank=True).results), max_tokens)
         started = time.perf_counter()
-        for i, question in enumerate(used):
-            if len(pairs) >= MIN_QUESTIONS and time.perf_counter() - started > counts["budget"]:
-                budget_hit = True
+        for i, (question, response) in enumerate(responses.items()):
+            if len(pairs) >= MIN_QUESTIONS and time.perf_counter() - started > budget:
                 break
-            messages = prompts[question].messages
+            messages = prompt(question, response.results)
             if i % 2 == 0:
                 http = streamed_over_http(client, question)
                 direct = streamed_directly(model, messages, max_tokens)
@@ -233,31 +254,43 @@ def _measure(section: Section, settings: Settings, searcher: Searcher, index_dir
                 direct = streamed_directly(model, messages, max_tokens)
                 http = streamed_over_http(client, question)
             pairs.append({"question": question, "http": http, "direct": direct, "http_first": i % 2 == 0,
-                          "same_results": http["results"] == [r.passage_id for r in responses[question].results]})
-    _report(section, stages, errors, pairs, used, source, model, origin, settings, max_tokens, log)
-    section.data["check_pairs_scored"] = scored
-    section.notes.insert(1, f"the check ran the cross-encoder in {sum(1 for n in scored if n)} of {len(scored)} "
-                            f"answers ({sum(scored)} pairs); in the others no sentence both cites a passage and "
-                            "names only facts found there, so no score is needed")
-    if budget_hit:
-        section.notes.append(f"the {counts['budget']:.0f} s budget of a part ran out: {len(used)} questions timed "
-                             f"around the model, {len(pairs)} pairs streamed (of {counts['questions']} asked for)")
-    return section
+                          "same_results": http["results"] == [r.passage_id for r in response.results]})
+    return pairs
 
 
 def _report(section: Section, stages: dict[str, list[float]], errors: list[str], pairs: list[dict],
             used: list[str], source: str, model, origin: str, settings: Settings, max_tokens: int, log) -> Section:
-    units = {"prepare": "results to the request sent to the model", "first_token": "results to the first token",
-             "check": "last token to the checked answer", "answer": "the whole answer (Generated.seconds)",
-             "rerank": "rerank stage of the same searches (pair cache off)",
-             "check, cross-encoder run": "the answers whose check scored a sentence"}
-    for name in ("prepare", "first_token", "check", "check, cross-encoder run", "rerank", "answer"):
+    _stage_rows(section, stages)
+    kept, http_rates, direct_rates, ratios = _rate_rows(section, pairs)
+    section.data.update({
+        "model": model.name, "model_source": origin, "questions": source, "n_questions": len(used),
+        "max_tokens": max_tokens, "threads": settings.llm_threads or os.cpu_count(), "errors": errors,
+        "http_tokens_per_s": http_rates, "direct_tokens_per_s": direct_rates, "ratios": ratios,
+        "ratio_p50": percentile(ratios, 50), "pairs": [_pair_record(p) for p in pairs],
+    })
+    _checks(section, stages, http_rates, direct_rates, ratios)
+    _notes(section, pairs, kept, used, source, model, origin, settings, max_tokens, errors)
+    log("  " + "; ".join(check.measured for check in section.checks))
+    return section
+
+
+STAGE_UNITS = {"prepare": "results to the request sent to the model", "first_token": "results to the first token",
+               "check": "last token to the checked answer", "check, cross-encoder run": "the answers whose check "
+               "scored a sentence", "rerank": "rerank stage of the same searches (pair cache off)",
+               "answer": "the whole answer (Generated.seconds)"}
+
+
+def _stage_rows(section: Section, stages: dict[str, list[float]]) -> None:
+    for name, unit in STAGE_UNITS.items():
         values = stages[name]
         p50, p90 = _spread(values)
         key = name.replace(", cross-encoder run", "_scored")
         section.data[f"{key}_ms"] = {"n": len(values), "p50": p50 * 1e3, "p90": p90 * 1e3}
-        section.rows.append([f"{name}: {units[name]}", len(values), p50 * 1e3, p90 * 1e3, "ms"])
+        section.rows.append([f"{name}: {unit}", len(values), p50 * 1e3, p90 * 1e3, "ms"])
 
+
+def _rate_rows(section: Section, pairs: list[dict]) -> tuple[list[dict], list[float], list[float], list[float]]:
+    """The pairs long enough to time, their rates over HTTP and directly, and the paired ratios; as rows too."""
     kept = [p for p in pairs if rate(p["http"]) is not None and rate(p["direct"]) is not None
             and min(p["http"]["tokens"], p["direct"]["tokens"]) >= MIN_TOKENS]
     http_rates = [rate(p["http"]) for p in kept]
@@ -268,60 +301,57 @@ def _report(section: Section, stages: dict[str, list[float]], errors: list[str],
                                ("paired ratio, HTTP / direct", ratios, "x")):
         p50, p90 = _spread(values)
         section.rows.append([name, len(values), p50, p90, unit])
-    section.data.update({
-        "model": model.name, "model_source": origin, "questions": source, "n_questions": len(used),
-        "max_tokens": max_tokens, "threads": settings.llm_threads or os.cpu_count(), "errors": errors,
-        "http_tokens_per_s": http_rates, "direct_tokens_per_s": direct_rates, "ratios": ratios,
-        "ratio_p50": percentile(ratios, 50),
-        "pairs": [{"question": p["question"], "http_first": p["http_first"], "same_results": p["same_results"],
-                   "http_tokens": p["http"]["tokens"], "direct_tokens": p["direct"]["tokens"],
-                   "http_prompt_tokens": p["http"]["prompt_tokens"],
-                   "direct_prompt_tokens": p["direct"]["prompt_tokens"],
-                   "same_reply": p["http"]["reply"] == p["direct"]["reply"],
-                   "http_span_s": (p["http"]["last"] or 0) - (p["http"]["first"] or 0),
-                   "direct_span_s": (p["direct"]["last"] or 0) - (p["direct"]["first"] or 0)} for p in pairs],
-    })
+    return kept, http_rates, direct_rates, ratios
 
+
+def _pair_record(pair: dict) -> dict:
+    http, direct = pair["http"], pair["direct"]
+    return {"question": pair["question"], "http_first": pair["http_first"], "same_results": pair["same_results"],
+            "http_tokens": http["tokens"], "direct_tokens": direct["tokens"],
+            "http_prompt_tokens": http["prompt_tokens"], "direct_prompt_tokens": direct["prompt_tokens"],
+            "same_reply": http["reply"] == direct["reply"],
+            "http_span_s": (http["last"] or 0) - (http["first"] or 0),
+            "direct_span_s": (direct["last"] or 0) - (direct["first"] or 0)}
+
+
+def _checks(section: Section, stages: dict[str, list[float]], http_rates: list[float], direct_rates: list[float],
+            ratios: list[float]) -> None:
     prepare_p50, prepare_p90 = _spread(stages["prepare"])
     check_p50, _ = _spread(stages["check"])
     rerank_p50, _ = _spread(stages["rerank"])
-    section.checks.append(Check(
-        f"prepare (reranked results to the request sent to the model) p50 <= {PREPARE_TARGET_S * 1e3:.0f} ms",
-        f"{prepare_p50 * 1e3:.2f} ms (p90 {prepare_p90 * 1e3:.2f} ms, {len(stages['prepare'])} answers)",
-        None if not stages["prepare"] else prepare_p50 <= PREPARE_TARGET_S))
-    section.checks.append(Check(
-        f"check (last token to the checked answer) p50 <= {CHECK_TARGET}x the rerank stage p50 of the same searches",
-        f"{ratio(check_p50, rerank_p50):.3f}x ({check_p50 * 1e3:.1f} vs {rerank_p50 * 1e3:.1f} ms)",
-        None if not stages["check"] or not stages["rerank"] else check_p50 <= CHECK_TARGET * rerank_p50))
     ratio_p50 = percentile(ratios, 50)
-    section.checks.append(Check(
-        f"tokens/s streamed through POST /search >= {STREAM_TARGET}x the model driven directly (median of paired "
-        "ratios)",
-        f"{ratio_p50:.3f}x over {len(ratios)} pairs (p50 {percentile(http_rates, 50):.1f} vs "
-        f"{percentile(direct_rates, 50):.1f} tokens/s)",
-        None if not ratios else ratio_p50 >= STREAM_TARGET))
+    section.checks += [
+        Check(f"prepare (reranked results to the request sent to the model) p50 <= {PREPARE_TARGET_S * 1e3:.0f} ms",
+              f"{prepare_p50 * 1e3:.2f} ms (p90 {prepare_p90 * 1e3:.2f} ms, {len(stages['prepare'])} answers)",
+              None if not stages["prepare"] else prepare_p50 <= PREPARE_TARGET_S),
+        Check(f"check (last token to the checked answer) p50 <= {CHECK_TARGET}x the rerank stage p50 of the same "
+              "searches", f"{ratio(check_p50, rerank_p50):.3f}x ({check_p50 * 1e3:.1f} vs {rerank_p50 * 1e3:.1f} ms)",
+              None if not stages["check"] or not stages["rerank"] else check_p50 <= CHECK_TARGET * rerank_p50),
+        Check(f"tokens/s streamed through POST /search >= {STREAM_TARGET}x the model driven directly (median of "
+              "paired ratios)", f"{ratio_p50:.3f}x over {len(ratios)} pairs (p50 {percentile(http_rates, 50):.1f} "
+              f"vs {percentile(direct_rates, 50):.1f} tokens/s)", None if not ratios else ratio_p50 >= STREAM_TARGET),
+    ]
 
+
+def _notes(section: Section, pairs: list[dict], kept: list[dict], used: list[str], source: str, model, origin: str,
+           settings: Settings, max_tokens: int, errors: list[str]) -> None:
     same_results = sum(p["same_results"] for p in pairs)
     same_prompt = sum(p["http"]["prompt_tokens"] == p["direct"]["prompt_tokens"] for p in pairs)
     same_reply = sum(p["http"]["reply"] == p["direct"]["reply"] for p in pairs)
     tokens = [p["direct"]["tokens"] or 0 for p in pairs]
-    section.notes.append(
+    section.notes += [
         f"{model.name} ({origin}), {settings.llm_threads or os.cpu_count()} threads, context {settings.llm_context}; "
         f"{len(used)} questions from {source} (one more asked first, untimed, through every path); hybrid top 10 "
         f"reranked (pair cache off), the top {settings.llm_passages} passages within {settings.llm_context_tokens} "
-        f"prompt tokens, max_tokens {max_tokens}, temperature 0")
-    section.notes.append(
+        f"prompt tokens, max_tokens {max_tokens}, temperature 0",
         "tokens/s: completion_tokens over the span from the first streamed piece to the last, as the client "
         "receives them (an SSE `delta` over HTTP, a yielded piece directly); HTTP and direct alternate which goes "
         "first, question by question, with the same prompt (llama.cpp reuses the cached prompt for the second: the "
-        "span starts after the prompt is read)")
-    section.notes.append(
+        "span starts after the prompt is read)",
         f"pairs: {len(kept)} of {len(pairs)} timed (left out: a failure, or under {MIN_TOKENS} tokens); "
         f"same results over HTTP as in process {same_results}/{len(pairs)}, same prompt tokens {same_prompt}/"
         f"{len(pairs)}, the same reply {same_reply}/{len(pairs)}; completion tokens per reply "
-        f"{min(tokens, default=0)}-{max(tokens, default=0)}")
+        f"{min(tokens, default=0)}-{max(tokens, default=0)}",
+    ]
     if errors:
         section.notes.append(f"{len(errors)} answers failed in part 1, e.g. {errors[0][:160]}")
-    log(f"  prepare p50 {prepare_p50 * 1e3:.2f} ms, check/rerank {ratio(check_p50, rerank_p50):.3f}, "
-        f"HTTP/direct tokens/s {ratio_p50:.3f}")
-    return section
