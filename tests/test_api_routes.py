@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from askcorpus import store
 from askcorpus.api import create_app
 from askcorpus.api.models import K_MAX, K_MIN, ModeName
-from askcorpus.api.routes import admin, documents, service
+from askcorpus.api.routes import admin, documents, service, uploads
 from askcorpus.build import build_index
 from askcorpus.config import MODES, Settings
 from askcorpus.embed import HashingEmbedder
@@ -33,6 +33,7 @@ GROUPS = {
     "askcorpus.api.routes.documents": ["documents"],
     "askcorpus.api.routes.service": ["service"],
     "askcorpus.api.routes.admin": ["service"],
+    "askcorpus.api.routes.uploads": ["documents"],
 }
 
 
@@ -149,7 +150,7 @@ def test_every_route_comes_from_one_group_router():
     for route in routes:
         assert route.tags == GROUPS[route.endpoint.__module__], route.path_format
     served = {(route.endpoint, tuple(sorted(route.methods))) for route in routes}
-    for group in (documents, service, admin):
+    for group in (documents, service, admin, uploads):
         assert isinstance(group.router, APIRouter)
         assert group.router.routes, group.__name__
         for route in group.router.routes:
@@ -160,8 +161,8 @@ def test_every_route_comes_from_one_group_router():
 
 @pytest.mark.parametrize("method,path,allowed", [
     ("put", "/search", "GET, POST"),
-    ("delete", "/documents", "GET"),
-    ("put", "/documents/some/file.txt", "GET"),
+    ("delete", "/documents", "GET, POST"),
+    ("post", "/documents/some/file.txt", "DELETE, GET, PUT"),
     ("post", "/health", "GET"),
     ("get", "/admin/reindex", "POST"),
     ("delete", "/", "GET"),

@@ -147,9 +147,11 @@ def _build(settings: Settings, embedder: Embedder, backend: Backend, started: fl
         reused_vectors: dict[str, np.ndarray] = {}
         to_embed: list[Passage] = []
         pending: list[Pending] = []
+        modified: dict[str, float] = {}  # each file's modification time, for filters (recorded in the manifest)
         for source in sources:
             try:
                 data = source.path.read_bytes()
+                modified[source.doc_id] = source.path.stat().st_mtime
             except OSError as error:
                 report.skipped.append(Skipped(source.doc_id, f"cannot read file: {error}"))
                 continue
@@ -189,7 +191,7 @@ def _build(settings: Settings, embedder: Embedder, backend: Backend, started: fl
 
         kind = choose_kind(settings.index_kind, sum(map(len, passages_by_doc.values())), settings.approximate_above)
         if previous is not None and not (report.added or report.changed or report.removed) \
-                and previous.manifest["index"]["kind"] == kind:
+                and previous.manifest["index"]["kind"] == kind and _same_mtimes(previous, modified):
             report.up_to_date = True
             report.index_path = previous.path
             report.documents = len(documents)
@@ -239,6 +241,7 @@ def _build(settings: Settings, embedder: Embedder, backend: Backend, started: fl
             vectors=vectors,
             dense=dense,
             lexical=lexical,
+            modified=modified,
             stats={
                 "added": report.added,
                 "changed": report.changed,
@@ -250,6 +253,13 @@ def _build(settings: Settings, embedder: Embedder, backend: Backend, started: fl
         )
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _same_mtimes(previous: store.LoadedIndex, modified: dict[str, float]) -> bool:
+    """Whether the previous build recorded these modification times: a file touched but not changed, or a build
+    from before they were recorded, is written again (nothing is embedded) so time filters see the files as
+    they are."""
+    return all(d.get("mtime") == modified.get(d["doc_id"]) for d in previous.manifest["documents"])
 
 
 def _extendable(previous: store.LoadedIndex | None, kind: str, settings: Settings,

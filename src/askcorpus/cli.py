@@ -1,8 +1,9 @@
-"""The `askcorpus` command: a thin shell over the library (index, ask, serve, eval, bench)."""
+"""The `askcorpus` command: a thin shell over the library (index, ask, serve, mcp, eval, bench)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from .config import MODES, Settings
 from .errors import AskcorpusError
+from .filters import filter_from_pairs
 from .records import SearchResponse
 
 
@@ -35,6 +37,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     }
     if getattr(args, "no_rerank", False):
         overrides["rerank"] = False  # the reranker is then not even loaded
+    if getattr(args, "watch", False):
+        overrides["watch"] = True
     return Settings().with_overrides(**overrides)
 
 
@@ -44,6 +48,13 @@ def _add_rerank(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-depth", type=int, default=None,
                         help="candidates the cross-encoder reorders (default: $ASKCORPUS_RERANK_DEPTH, "
                              f"{Settings.model_fields['rerank_depth'].default})")
+
+
+def _add_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--filter", action="append", default=None, metavar="KEY=VALUE",
+                        help="search only the documents this keeps; repeatable, all must hold: doc_ids=ID, "
+                             "path=PREFIX or GLOB (notes/**), formats=pdf,md, modified_after=ISO-TIME, "
+                             "modified_before=ISO-TIME, title=WORDS")
 
 
 def _add_paths(parser: argparse.ArgumentParser, corpus: bool = True) -> None:
@@ -82,12 +93,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.generate and not settings.generation_configured:
         print(f"askcorpus: error: {NOT_CONFIGURED}", file=sys.stderr)  # before any model loads
         return 2
+    search_filter = filter_from_pairs(args.filter)  # a malformed filter fails before any model loads
     searcher = open_searcher(
         settings,
         build_if_missing=True,
         on_build=announce_builds(settings),
     )
-    response = searcher.search(args.question, k=args.k, mode=args.mode)
+    response = searcher.search(args.question, k=args.k, mode=args.mode, filter=search_filter)
     titles = {doc_id: document.title for doc_id, document in searcher.index.documents.items()}
     if args.generate:
         generator = generator_for(settings)
@@ -173,6 +185,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(_settings(args))
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from .engine import announce_builds, open_searcher
+    from .mcp_server import require_mcp, serve_stdio
+
+    require_mcp()  # says how to install the SDK before any model loads
+    settings = _settings(args)
+    # stdout carries the protocol: whatever loading or a build has to say goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        searcher = open_searcher(settings, build_if_missing=True, on_build=announce_builds(settings, sys.stderr))
+    serve_stdio(searcher)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import main as eval_main
 
@@ -206,14 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
                      help="have the configured language model write the answer from the top passages, streamed, "
                           "each sentence cited and checked (needs ASKCORPUS_LLM_URL or ASKCORPUS_LLM_GGUF)")
     _add_rerank(ask)
+    _add_filter(ask)
     _add_paths(ask)
     ask.set_defaults(func=cmd_ask)
 
     serve = commands.add_parser("serve", help="run the web service and its page")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--watch", action="store_true",
+                       help="watch the corpus folder and build changes in as they happen (default: $ASKCORPUS_WATCH, "
+                            "off; docs/live.md)")
     _add_paths(serve)
     serve.set_defaults(func=cmd_serve)
+
+    mcp = commands.add_parser("mcp", help="serve search and the documents to an agent over MCP on stdin/stdout "
+                                          "(docs/mcp.md)")
+    _add_rerank(mcp)
+    _add_paths(mcp)
+    mcp.set_defaults(func=cmd_mcp)
 
     evaluate = commands.add_parser("eval", help="score retrieval against a question-and-answer set")
     evaluate.add_argument("--qa", type=Path, default=Path("evals/qa.jsonl"))
@@ -237,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--report", type=Path, default=None)
     _add_rerank(evaluate)
+    _add_filter(evaluate)
     _add_paths(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(16_384, ge=256)
     reload_interval: float = Field(2.0, ge=0.0)
+    # A live corpus (docs/live.md): `serve --watch` (or watch) builds after the folder has been quiet for
+    # watch_debounce seconds (0.5: ten times the longest burst of events a copy, an unzip or an editor's save made
+    # here, and 1.5 s left of the 2 s freshness target for the build); uploads up to upload_max_bytes.
+    watch: bool = False
+    watch_debounce: float = Field(0.5, ge=0.0, le=60.0)
+    upload_max_bytes: int = Field(52_428_800, ge=1024)
 
     # Ray builds (`askcorpus index --ray`, docs/ray.md): where the cluster is (None: start a local one for the
     # build; "auto": join the running one; "host:port": its head node), and CPUs (= ONNX threads) per model actor.

@@ -33,6 +33,18 @@ class QueryError(AskcorpusError):
     """The query or its parameters are not acceptable."""
 
 
+class FilterError(QueryError):
+    """A search filter is malformed, or asks of the index something it did not record."""
+
+
+class DocumentNotFoundError(QueryError):
+    """A doc_id the loaded index does not hold."""
+
+    def __init__(self, doc_id: str) -> None:
+        super().__init__(f"no document {doc_id!r} in the index")
+        self.doc_id = doc_id
+
+
 class EmptyCorpusError(AskcorpusError):
     """The corpus folder has no readable document."""
 

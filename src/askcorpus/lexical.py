@@ -110,13 +110,15 @@ class LexicalIndex:
         retriever.index(tokens, show_progress=False)
         return cls(retriever)
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """Up to k passages sharing at least one term with the query, best first."""
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[Hit]:
+        """Up to k passages sharing at least one term with the query, best first; with `allowed` (passage ids),
+        only those, so a filter takes the top k of what it keeps rather than thinning the top k of everything."""
         known = [t for t in terms(query) if t in self.retriever.vocab_dict]
-        if not known or k <= 0:
+        if not known or k <= 0 or (allowed is not None and not len(allowed)):
             return []
         scores = self.retriever.get_scores(known)
-        matching = np.flatnonzero(scores > 0)
+        # Scoring every passage is the cost of the search either way; picking among the allowed ones is cheaper.
+        matching = np.flatnonzero(scores > 0) if allowed is None else allowed[scores[allowed] > 0]
         if len(matching) > k:
             matching = matching[np.argpartition(-scores[matching], k - 1)[:k]]
         ordered = matching[np.lexsort((matching, -scores[matching]))]

@@ -152,6 +152,7 @@ class Candidates:
     rerank_depth: int | None = None  # asked for by the request: rerank exactly this many
     with_answer: bool = True
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    filter: Any = None  # the search's own Filter, if any: the hits already keep to it (and to the searcher's scope)
 
 
 @dataclass(frozen=True)

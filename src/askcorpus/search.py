@@ -12,8 +12,10 @@ from .answer import extract_answer, extract_answer_reranked
 from .config import MODES, Settings
 from .embed import Embedder
 from .errors import QueryError
+from .filters import Filter
 from .records import Candidates, Hit, Result, SearchResponse
 from .rerank import Reranker, adaptive_depth, rerank_hits, standardised_scores
+from .selection import allowed_passages, dense_hits
 from .store import LoadedIndex
 
 
@@ -101,30 +103,51 @@ def validate_rerank(rerank: object, rerank_depth: object, reranker: Reranker | N
 
 
 class Searcher:
-    """Answers queries against one loaded index with one embedder and, when given one, a reranker.
+    """Answers queries against one loaded index with one embedder and, when given one, a reranker; with a `scope`
+    (filters), only from the documents every one of them keeps, and a search's own filter as well.
 
     Thread-safe: holds no mutable state of its own (the reranker's score cache has its own lock).
     """
 
     def __init__(self, settings: Settings, embedder: Embedder, index: LoadedIndex,
-                 reranker: Reranker | None = None) -> None:
+                 reranker: Reranker | None = None, scope: tuple[Filter, ...] = ()) -> None:
         self.settings = settings
         self.embedder = embedder
         self.index = index
         self.reranker = reranker
+        self.scope = scope
+
+    def scoped(self, scope: Filter | None) -> "Searcher":
+        """This searcher held to `scope` as well as to its own, for a shell that cannot pass a filter to each
+        search (one HTTP request, an evaluation run)."""
+        if scope is None or scope.is_empty:
+            return self
+        return Searcher(self.settings, self.embedder, self.index, self.reranker, (*self.scope, scope))
+
+    def allowed(self, filter: Filter | None = None) -> np.ndarray | None:
+        """The passage ids the scope and `filter` all keep (ascending), or None when nothing is filtered;
+        FilterError when a filter needs what the index did not record."""
+        filters = tuple(f for f in (*self.scope, filter) if f is not None)
+        for given in filters:
+            self.index.catalog.require(given)
+        return allowed_passages(self.index.catalog, filters)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.embedder.encode(list(queries), batch_size=max(1, len(queries)))
 
-    def retrieve(self, query: str, k: int, mode: str, query_vector: np.ndarray | None) -> list[Hit]:
-        """Ranked hits for one query; `query_vector` is needed for dense and hybrid."""
+    def retrieve(self, query: str, k: int, mode: str, query_vector: np.ndarray | None,
+                 allowed: np.ndarray | None = None) -> list[Hit]:
+        """Ranked hits for one query; `query_vector` is needed for dense and hybrid. With `allowed` (ascending
+        passage ids) both retrievers rank only those passages, before fusion: k of them come back when k match."""
         depth = max(k, self.settings.fusion_depth)
         if mode == "bm25":
-            return self.index.lexical.search(query, k)
-        dense = self.index.dense.search(query_vector.reshape(1, -1), depth if mode == "hybrid" else k)[0]
+            return self.index.lexical.search(query, k, allowed)
+        wanted = depth if mode == "hybrid" else k
+        dense = self.index.dense.search(query_vector.reshape(1, -1), wanted)[0] if allowed is None \
+            else dense_hits(self.index, query_vector, wanted, allowed)
         if mode == "dense":
             return dense
-        lexical = self.index.lexical.search(query, depth)
+        lexical = self.index.lexical.search(query, depth, allowed)
         if self.settings.fusion == "rrf":
             return reciprocal_rank_fusion([dense, lexical], k=self.settings.rrf_k, limit=k)
         weight = self.settings.dense_weight
@@ -146,21 +169,24 @@ class Searcher:
         with_answer: bool = True,
         rerank: bool | None = None,
         rerank_depth: int | None = None,
+        filter: Filter | None = None,
     ) -> SearchResponse:
         """Ranked passages with citations, and the extractive answer (or None when nothing matches well).
 
         With reranking (on by default when the searcher has a reranker), the first stage fetches
         max(k, rerank_depth) candidates, the reranker reorders the top of them (`rerank_candidates`), and the
-        top k are returned; the answer and its confidence then come from the reranker too.
+        top k are returned; the answer and its confidence then come from the reranker too. With `filter` (and the
+        searcher's scope) only the documents it keeps are searched.
         """
         return self.second_stage(self.first_stage(query, k, mode, query_vector=query_vector,
                                                   with_answer=with_answer, rerank=rerank,
-                                                  rerank_depth=rerank_depth))
+                                                  rerank_depth=rerank_depth, filter=filter))
 
     def first_stage(self, query: str, k: int | None = None, mode: str | None = None, *,
                     query_vector: np.ndarray | None = None, with_answer: bool = True, rerank: bool | None = None,
-                    rerank_depth: int | None = None) -> Candidates:
-        """The cheap part of a search, validated: the question encoded (if not given) and the first-stage hits."""
+                    rerank_depth: int | None = None, filter: Filter | None = None) -> Candidates:
+        """The cheap part of a search, validated: the question encoded (if not given) and the first-stage hits,
+        drawn only from what the filter keeps, so the second stage never needs to know there was one."""
         k = self.settings.k if k is None else k
         mode = self.settings.mode if mode is None else mode
         query = validate_query(query, k, mode, self.settings)
@@ -169,13 +195,19 @@ class Searcher:
         fetch = max(k, self.settings.rerank_depth if rerank_depth is None else rerank_depth) if reranking else k
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        # The cosine answer needs the query's vector even in bm25 mode; the reranker's answer does not.
-        if (mode != "bm25" or (with_answer and not reranking)) and query_vector is None:
+        allowed = self.allowed(filter)
+        if allowed is not None:
+            clock = _lap(timings, "filter", clock)
+        # The cosine answer needs the query's vector even in bm25 mode; the reranker's answer does not. A filter
+        # that keeps nothing needs no vector: there is nothing to compare it with.
+        if (mode != "bm25" or (with_answer and not reranking)) and query_vector is None \
+                and (allowed is None or len(allowed)):
             query_vector = self.encode_queries([query])[0]
             clock = _lap(timings, "encode", clock)
-        hits = self.retrieve(query, fetch, mode, query_vector)
+        hits = self.retrieve(query, fetch, mode, query_vector, allowed) if allowed is None or len(allowed) else []
         _lap(timings, "retrieve", clock)
-        return Candidates(query, mode, k, tuple(hits), query_vector, reranking, rerank_depth, with_answer, timings)
+        return Candidates(query, mode, k, tuple(hits), query_vector, reranking, rerank_depth, with_answer, timings,
+                          filter)
 
     def second_stage(self, candidates: Candidates) -> SearchResponse:
         """The search finished from its first stage: reranked (when asked), cut to k, with the answer."""

@@ -10,8 +10,9 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -19,7 +20,9 @@ from . import __version__
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, ModelMismatchError
 from .index import VectorIndex, load_index
 from .lexical import LexicalIndex
+from .filters import format_of
 from .records import Document, Passage
+from .selection import Catalog
 
 FORMAT_VERSION = 1
 CURRENT_FILE = "CURRENT"
@@ -54,6 +57,12 @@ class LoadedIndex:
     def passages_of(self, doc_id: str) -> range:
         first, count = self.manifest["documents_index"][doc_id]
         return range(first, first + count)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """What filters read of the documents, made on first use (cached_property writes past the frozen
+        __setattr__; two threads racing to make it make equal ones)."""
+        return Catalog(self.manifest["documents"], self.manifest["passages"]["doc"])
 
 
 def current_build(index_dir: Path) -> Path:
@@ -162,11 +171,15 @@ def write_build(
     dense: VectorIndex,
     lexical: LexicalIndex,
     stats: dict,
+    modified: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a complete build beside the current one, then point CURRENT at it in one atomic rename.
 
+    Each document's entry records what filters read: its corpus-relative `path`, `format` and `mtime` (the file's
+    modification time in seconds since the epoch, from `modified`; null when not given).
     Call under `build_lock`. A process killed at any point leaves CURRENT on the previous, complete build.
     """
+    modified = modified or {}
     index_dir = Path(index_dir)
     builds = index_dir / BUILDS_DIR
     builds.mkdir(parents=True, exist_ok=True)
@@ -191,6 +204,9 @@ def write_build(
         "documents": [
             {
                 "doc_id": d.doc_id,
+                "path": d.doc_id,  # the document id is its path relative to the corpus folder
+                "format": format_of(d.doc_id),
+                "mtime": modified.get(d.doc_id),
                 "sha256": d.sha256,
                 "title": d.title,
                 "chars": len(d.text),

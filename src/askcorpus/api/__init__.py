@@ -4,7 +4,8 @@ Nothing happens at import time. `create_app(settings)` returns an app whose life
 index once (building the index first if there is none); `serve(settings)` runs it under uvicorn.
 
 - app: `create_app` (state, routers, error handlers, middleware), the lifespan, and `serve`
-- routes: the endpoints, one router per group: search, documents, service (health, metrics, the page), admin
+- routes: the endpoints, one router per group: search, documents, service (health, metrics, the page), admin,
+  uploads (documents given to the corpus folder over HTTP)
 - deps: the dependencies routes reach the settings and the app's state through
 - models: request and response models (the OpenAPI schema) and the JSON they are written in
 - holder: the index being served, swapped as one reference, and the model behind a lock

@@ -5,7 +5,7 @@ import gc
 import logging
 import logging.config
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from functools import partial
 from typing import Callable
 
@@ -21,6 +21,7 @@ from ..config import Settings
 from ..embed import Embedder
 from ..generate import Generator, generator_for
 from ..search import Searcher
+from ..watch import start_live
 from .admission import Lanes
 from .batching import QueryEncoder
 from .graceful import run_until_stopped
@@ -29,7 +30,7 @@ from .metrics import Metrics
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware
 from .models import SafeJSONResponse
 from .pipeline import SearchPipeline
-from .routes import admin, documents, service
+from .routes import admin, documents, service, uploads
 from .routes.search import search_router
 from .routes.service import STATIC_DIR
 from .validation import describe_errors, error_items
@@ -56,14 +57,27 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     app.include_router(documents.router)
     app.include_router(service.router)
     app.include_router(admin.router)
+    app.include_router(uploads.router)
+    _add_mcp(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       streamed=uploads.body_limit(settings))  # uploads: their own limit, streamed
     # outermost: logs and counts every request, 413s included
     app.add_middleware(AccessLogMiddleware, observe=app.state.metrics.observe_request)
     return app
+
+
+def _add_mcp(app: FastAPI, settings: Settings) -> None:
+    """The MCP tools over streamable HTTP at /mcp (docs/mcp.md), on the searcher being served; its sessions run in
+    the lifespan. None at app.state.mcp when the MCP SDK is not installed."""
+    from ..mcp_server import MCP_PATH, mcp_http  # here: askcorpus.mcp_server imports this package's models
+
+    app.state.mcp = mcp_http(lambda: app.state.holder.searcher, settings)
+    if app.state.mcp is not None:
+        app.add_route(MCP_PATH, app.state.mcp, include_in_schema=False)
 
 
 def _build_pipeline(settings: Settings, app: FastAPI) -> SearchPipeline:
@@ -96,9 +110,12 @@ def _lifespan(settings: Settings, embedder: Embedder | None, searcher: Searcher 
         watcher = asyncio.create_task(holder.watch(), name="askcorpus-index-watcher") \
             if settings.reload_interval > 0 else None
         _log_serving(settings, holder, app.state.generator)
+        app.state.live = await start_live(settings, holder, app.state.metrics)
         try:
-            yield
+            async with app.state.mcp.running() if app.state.mcp is not None else nullcontext():
+                yield
         finally:
+            await app.state.live.stop()
             if watcher is not None:
                 watcher.cancel()
                 try:

@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 
 from ..config import Settings
 from ..generate import Generator
+from ..watch import LiveIndex
 from .batching import QueryEncoder
 from .holder import IndexHolder
 from .metrics import Metrics
@@ -37,9 +38,14 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_live(request: Request) -> LiveIndex:
+    return request.app.state.live
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[IndexHolder, Depends(get_holder)]
 EncoderDep = Annotated[QueryEncoder, Depends(get_encoder)]
 GeneratorDep = Annotated[Generator | None, Depends(get_generator)]
 PipelineDep = Annotated[SearchPipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+LiveDep = Annotated[LiveIndex, Depends(get_live)]

@@ -49,13 +49,19 @@ class BodyLimitMiddleware:
     It holds the whole (small) body anyway, so it also answers 422 to a JSON body that is not text at all.
     """
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, streamed: Callable[[dict], int | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # The routes whose bodies stream through (uploads), with their own limit: streamed(scope) -> limit or None.
+        self.streamed = streamed
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        limit = self.streamed(scope) if self.streamed is not None else None
+        if limit is not None:
+            await _stream_limited(self.app, scope, receive, send, limit)
             return
         declared = None
         for name, value in scope.get("headers", ()):
@@ -103,6 +109,46 @@ class BodyLimitMiddleware:
 
     async def _too_large(self, send: Callable) -> None:
         await _send_json(send, 413, {"detail": f"request body is larger than the limit of {self.max_bytes} bytes"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _stream_limited(app: Any, scope: dict, receive: Callable, send: Callable, limit: int) -> None:
+    """Pass the body through unbuffered, counting it: past `limit` bytes (declared or sent) the answer is 413,
+    whatever the app would have said."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            await _send_json(send, 413, {"detail": f"request body is larger than the limit of {limit} bytes"})
+            return
+    size = 0
+    over = False
+    started = False
+
+    async def counted() -> dict:
+        nonlocal size, over
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            over = True
+            raise _TooLarge()
+        return message
+
+    async def guarded(message: dict) -> None:
+        nonlocal started
+        if over:
+            return  # the app's answer to a body it could not read; the 413 below replaces it
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, counted, guarded)
+    except Exception:
+        if not over:
+            raise
+    if over and not started:
+        await _send_json(send, 413, {"detail": f"request body is larger than the limit of {limit} bytes"})
 
 
 def _is_json(scope: dict) -> bool:

@@ -1,13 +1,17 @@
 """The service's request and response models (the OpenAPI schema is generated from these), and its JSON."""
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from annotated_types import Ge, Le
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from ..config import Mode, Settings
+from ..errors import FilterError
+from ..filters import FORMATS, Filter, filter_from
 from ..search import NOT_ONLY_WHITESPACE
 
 # The modes ASKCORPUS_MODE takes are the ones a request may name.
@@ -117,12 +121,15 @@ class SearchOut(BaseModel):
 
 
 class DocumentInfo(BaseModel):
-    doc_id: str
+    doc_id: str = Field(description="the file's path relative to the corpus folder")
     title: str
     characters: int = Field(ge=0)
     passages: int = Field(ge=0)
     pages: int | None = None
     sha256: str
+    format: str = Field(description="the file's format, as filter.formats names it")
+    modified: str | None = Field(None, description="the file's modification time (ISO 8601, UTC) when the index was "
+                                                   "built; null for an index built before these were recorded")
 
 
 class DocumentList(BaseModel):
@@ -191,6 +198,60 @@ class ReindexOut(BaseModel):
     swapped: bool
 
 
+FormatName = Literal[FORMATS]  # type: ignore[valid-type]
+# Lists in a filter are held to this many entries, the body's size limit aside.
+MAX_FILTER_ITEMS = 1000
+MAX_FILTER_CHARS = 1000
+
+
+def _iso_time(value: Any) -> Any:
+    """An ISO 8601 string as a datetime (a time without an offset is UTC); anything else, numbers included, is
+    refused, as the published schema (a date-time string) says."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        # A custom error, so the message reads without pydantic's "Value error, " in front.
+        raise PydanticCustomError("iso_time", "must be an ISO 8601 time such as 2025-01-31T12:00:00Z, got "
+                                              "{given}", {"given": repr(value)}) from None
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time), Field(strict=False)]
+
+
+class FilterIn(BaseModel):
+    """Which documents a search (or the /documents listing) draws from: every field optional, all given must hold."""
+
+    model_config = ConfigDict(strict=True, extra="forbid",
+                              json_schema_extra={"examples": [{"path": "notes/**", "formats": ["pdf", "md"],
+                                                               "modified_after": "2025-01-01T00:00:00Z"}]})
+
+    doc_ids: list[str] | None = Field(None, max_length=MAX_FILTER_ITEMS, description="only these documents")
+    path: str | None = Field(None, max_length=MAX_FILTER_CHARS,
+                             description="a prefix of the path within the corpus folder (\"notes/\"), or with * ? "
+                                         "or [ a glob over it (\"notes/**/*.md\"; ** crosses folders, * does not)")
+    formats: list[FormatName] | None = Field(None, max_length=len(FORMATS), description="only these formats")
+    modified_after: IsoTime | None = Field(None, description="files modified at or after this time (ISO 8601; "
+                                                             "without an offset, UTC)")
+    modified_before: IsoTime | None = Field(None, description="files modified before this time")
+    title: str | None = Field(None, max_length=MAX_FILTER_CHARS,
+                              description="documents whose title holds every one of these words (any case)")
+
+    def to_filter(self) -> Filter | None:
+        return to_filter(self.model_dump(exclude_none=True))
+
+
+def to_filter(values: dict) -> Filter | None:
+    """The library's Filter from validated request fields; a rule pydantic cannot state is still a 422."""
+    from fastapi import HTTPException
+
+    try:
+        return filter_from(values)
+    except FilterError as error:
+        raise HTTPException(422, str(error)) from None
+
+
 def _integral(value: Any) -> Any:
     """JSON numbers like 10.0 are integers (as JSON Schema says); 10.5, "10" and true stay wrong types."""
     if isinstance(value, float) and value.is_integer():
@@ -253,5 +314,7 @@ def search_request_model(settings: Settings, generation: bool = True) -> type[Ba
             None,
             description="time budget in milliseconds (default and limit: the server's search_deadline); a search "
                         "that cannot start in time gets 503")
+        filter: FilterIn | None = Field(None, description="search only the documents this keeps, before ranking: "
+                                                          "k results come back when k passages match")
 
     return SearchRequest

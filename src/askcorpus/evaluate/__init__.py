@@ -18,6 +18,7 @@ import sys
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..filters import filter_from_pairs
 from .qa import KINDS, SPLITS, QAFormatError, QAItem, Span, blocking_problems, check_qa, is_relevant, load_qa
 from .report import format_table, to_json, write_report
 from .suite import EvalResult, ModeResult, QuestionRun, default_modes, evaluate, parse_modes
@@ -49,11 +50,12 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         questions = questions[:limit]
     if not questions:
         raise ConfigError(f"no questions in {args.qa}" + (f" with split {split!r}" if split else ""))
+    search_filter = filter_from_pairs(getattr(args, "filter", None))  # malformed: fails before a model loads
     searcher = open_searcher(
         settings,
         build_if_missing=True,
         on_build=announce_builds(settings),
-    )
+    ).scoped(search_filter)  # every question is asked of only the documents the filter keeps
     requested = getattr(args, "modes", None)
     modes = parse_modes(requested) if requested else default_modes(searcher)
     blocking = blocking_problems(args.qa, searcher.index.documents)
@@ -94,6 +96,8 @@ def _task(args: argparse.Namespace) -> str:
     if len(chosen) > 1:
         flags = " and ".join("--" + name for name in chosen)
         raise ConfigError(f"choose one of --beir, --support and --generate, not {flags}")
+    if chosen and chosen[0] == "beir" and getattr(args, "filter", None):
+        raise ConfigError("--filter does not apply to --beir: a BEIR set is scored over its whole corpus")
     if chosen and chosen[0] != "beir" and getattr(args, "report", None) is not None:
         raise ConfigError(f"--report writes the retrieval report; with --{chosen[0]} use --json")
     return chosen[0] if chosen else "retrieval"

@@ -21,8 +21,8 @@ class VectorIndex(ABC):
         """Append (n, dim) float32 vectors; their ids continue from len(self)."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """For each query row, up to k hits, best first."""
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[list[Hit]]:
+        """For each query row, up to k hits, best first; with `allowed` (ascending passage ids), only those."""
 
     @abstractmethod
     def save(self, directory: Path) -> None:

@@ -22,8 +22,12 @@ class NumpyIndex(VectorIndex):
     def add(self, vectors: np.ndarray) -> None:
         self.vectors = np.vstack([self.vectors, self._check_vectors(vectors)])
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[list[Hit]]:
         queries = self._check_vectors(queries)
+        if allowed is not None:
+            from ..selection import exact_hits
+
+            return [exact_hits(self.vectors, query, k, allowed) for query in queries]
         k = min(k, len(self))
         if k == 0:
             return [[] for _ in range(len(queries))]

@@ -10,6 +10,33 @@ from .text import Read
 from .titles import first_title, plain_title
 
 _HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
+# A .docx is a ZIP package; one whose parts would expand past these is a zip bomb, refused before it is opened.
+# Word's own packages stay far below: text XML compresses about 5-20x, images hardly at all.
+MAX_EXPANDED_BYTES = 256 << 20
+MAX_RATIO = 200
+MAX_PARTS = 10_000
+
+
+def check_package(data: bytes) -> None:
+    """IngestError if the package would expand past MAX_EXPANDED_BYTES, a large part compresses more than
+    MAX_RATIO times, or it holds over MAX_PARTS parts (sizes as its directory declares them: reading a part
+    never yields more than its declared size)."""
+    import zipfile
+
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except Exception as error:  # not a ZIP at all, or a damaged directory
+        raise IngestError(f"Word document could not be read: {type(error).__name__}: {error}") from error
+    if len(infos) > MAX_PARTS:
+        raise IngestError(f"Word document refused: {len(infos)} parts (at most {MAX_PARTS})")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_EXPANDED_BYTES:
+        raise IngestError(f"Word document refused: it would expand to {total} bytes (at most {MAX_EXPANDED_BYTES}); "
+                          "a zip bomb?")
+    for info in infos:
+        if info.file_size > (1 << 20) and info.file_size > MAX_RATIO * max(1, info.compress_size):
+            raise IngestError(f"Word document refused: part {info.filename} expands {info.file_size} bytes from "
+                              f"{info.compress_size} (over {MAX_RATIO}x); a zip bomb?")
 
 
 def _heading_level(style_name: str) -> int:
@@ -50,6 +77,7 @@ def read_docx(data: bytes) -> Read:
     import docx
     from docx.table import Table
 
+    check_package(data)
     try:
         document = docx.Document(io.BytesIO(data))
         blocks: list[str] = []

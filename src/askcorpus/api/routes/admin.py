@@ -23,8 +23,8 @@ async def check_admin_token(settings: SettingsDep,
     """Nothing when the request carries the admin token; 403 when none is set or it is wrong, 401 when none came."""
     token = settings.admin_token
     if not token:
-        raise HTTPException(403, "reindexing from the web is disabled: start the server with "
-                                 "ASKCORPUS_ADMIN_TOKEN set to enable it")
+        raise HTTPException(403, "the admin endpoints (reindexing, uploads) are disabled: start the server with "
+                                 "ASKCORPUS_ADMIN_TOKEN set to enable them")
     if credentials is None:
         raise HTTPException(401, "send the admin token as 'Authorization: Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -4,20 +4,22 @@
 # local to search_router.
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from ...config import Settings
+from ...filters import Filter
 from ...search import NOT_ONLY_WHITESPACE
 from ..deps import EncoderDep, GeneratorDep, HolderDep, PipelineDep
+from ..filter_params import query_filter, scoped
 from ..models import (ERRORS, K_MAX, K_MIN, ModeName, SearchOut, generate_schema, max_deadline_ms,
                       search_request_model)
 
 
 def _responses(settings: Settings) -> tuple[dict, dict]:
     """The error responses both routes publish, and POST's with its event stream added."""
-    errors = {422: {**ERRORS, "description": "the query, k or mode is not acceptable, or generate was asked of a "
-                                             "server with no language model"},
+    errors = {422: {**ERRORS, "description": "the query, k, mode or filter is not acceptable, or generate was asked "
+                                             "of a server with no language model"},
               413: {**ERRORS, "description": f"body larger than {settings.max_body_bytes} bytes"},
               503: {**ERRORS, "description": "server busy: the search queue is full or the search could not start "
                                              "within its deadline; retry after Retry-After seconds"}}
@@ -43,8 +45,9 @@ def search_router(settings: Settings, generation: bool) -> APIRouter:
     async def post_search(request: Request, body: SearchRequest,  # type: ignore[valid-type]
                           holder: HolderDep, encoder: EncoderDep, generator: GeneratorDep,
                           pipeline: PipelineDep) -> Response:
+        within = scoped(holder, body.filter.to_filter() if body.filter is not None else None)
         return await pipeline.respond(request, body.query, body.k, body.mode, body.rerank, body.deadline_ms,
-                                      holder, encoder, body.generate, generator)
+                                      within, encoder, body.generate, generator)
 
     @router.get("/search", response_model=SearchOut, responses=errors,
                 summary="Same as POST /search, for links and curl")
@@ -64,7 +67,9 @@ def search_router(settings: Settings, generation: bool) -> APIRouter:
                                                  "(default and limit: the server's search_deadline)")] = None,
         generate: Annotated[bool, Query(description="also have the language model write the answer",
                                         json_schema_extra=generate_schema(generation))] = False,
+        filter: Annotated[Filter | None, Depends(query_filter)] = None,
     ) -> Response:
-        return await pipeline.respond(request, q, k, mode, rerank, deadline_ms, holder, encoder, generate, generator)
+        return await pipeline.respond(request, q, k, mode, rerank, deadline_ms, scoped(holder, filter), encoder,
+                                      generate, generator)
 
     return router

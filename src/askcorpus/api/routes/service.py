@@ -4,8 +4,9 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
 
-from ..deps import EncoderDep, GeneratorDep, HolderDep, MetricsDep, SettingsDep
+from ..deps import EncoderDep, GeneratorDep, HolderDep, LiveDep, MetricsDep, SettingsDep
 from ..metrics import CONTENT_TYPE
 from ..models import HealthOut
 
@@ -14,8 +15,37 @@ STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
 router = APIRouter(tags=["service"])
 
 
-@router.get("/health", response_model=HealthOut, summary="Is the index loaded, and which")
-async def health(settings: SettingsDep, holder: HolderDep, encoder: EncoderDep, generator: GeneratorDep) -> dict:
+class LiveBuildOut(BaseModel):
+    number: int
+    triggers: list[str] = Field(description="what asked for it: watch, upload, startup")
+    status: str = Field(description="built (a new build serves), unchanged (nothing to do) or failed")
+    build: str | None = Field(None, description="the build serving after it")
+    error: str | None = None
+    seconds: float
+    finished_at: str
+    skipped: list[dict] = Field(description="files passed over, each with its reason (a corrupt file, ...)")
+
+
+class LiveOut(BaseModel):
+    watching: bool = Field(description="whether the corpus folder is watched (serve --watch)")
+    debounce: float = Field(description="seconds of quiet the folder needs before a build")
+    pending: bool = Field(description="changes wait for a build that has not started")
+    building: bool
+    builds_started: int
+    builds_finished: int = Field(description="a change acknowledged with build_number n is in once this reaches n")
+    builds_failed: int
+    builds_by_watch: int
+    last_build: LiveBuildOut | None = None
+    last_error: str | None = Field(None, description="why the last live build failed (an older build serves)")
+
+
+class ServiceHealthOut(HealthOut):
+    live: LiveOut = Field(description="builds started by watching the folder and by uploads")
+
+
+@router.get("/health", response_model=ServiceHealthOut, summary="Is the index loaded, and which")
+async def health(settings: SettingsDep, holder: HolderDep, encoder: EncoderDep, generator: GeneratorDep,
+                 live: LiveDep) -> dict:
     index = holder.searcher.index
     return {
         "status": "ok",
@@ -35,6 +65,7 @@ async def health(settings: SettingsDep, holder: HolderDep, encoder: EncoderDep, 
         "batching": encoder.batching,
         # The model and its kind only: the endpoint's address and key are not the public's business.
         "generator": None if generator is None else {"model": generator.name, "backend": generator.backend},
+        "live": live.status(),
     }
 
 
