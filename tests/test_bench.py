@@ -546,3 +546,19 @@ def test_cost_section_quick_against_real_servers(tmp_path, monkeypatch, capsys):
     assert cpu is (default["reranked"]["cpu_ms"] <= 0.5 * variant["reranked"]["cpu_ms"])
     burst = next(v for k, v in checks.items() if k.startswith("burst (64 clients"))
     assert burst is (default["burst"]["rps"] >= 1.8 * variant["burst"]["rps"])
+
+
+def test_sections_are_chosen_by_name_or_number_in_run_order_and_an_unknown_one_is_named():
+    from askcorpus.bench import SECTIONS, selected
+
+    assert [s.name for s in selected("overload,rerank", quick=True)] == ["rerank", "overload"]
+    assert [s.name for s in selected("9, 8", quick=True)] == ["rerank", "overload"]
+    assert [s.name for s in selected("4", quick=True)] == ["build"]  # 3 and 4 come from one run
+    assert "encoder" not in {s.name for s in selected("", quick=True)}
+    assert [s.name for s in selected(None, quick=False)] == [s.name for s in SECTIONS]
+    assert [s.name for s in selected("encoder", quick=True)] == ["encoder"]  # asked for by name: run
+    from askcorpus.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no bench section 'rerankk'.*rerank"):
+        selected("rerankk", quick=True)
+    assert len({s.name for s in SECTIONS}) == len({s.number for s in SECTIONS}) == len(SECTIONS)

