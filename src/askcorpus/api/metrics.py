@@ -17,7 +17,8 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Paths are labelled by route, never raw, so a client cannot grow the label set.
 _EXACT = {"/search": "/search", "/health": "/health", "/documents": "/documents", "/metrics": "/metrics",
-          "/admin/reindex": "/admin/reindex", "/": "/", "/docs": "/docs", "/openapi.json": "/openapi.json"}
+          "/admin/reindex": "/admin/reindex", "/": "/", "/docs": "/docs", "/openapi.json": "/openapi.json",
+          "/mcp": "/mcp"}
 
 
 def endpoint_of(path: str) -> str:
