@@ -458,3 +458,48 @@ def test_generate_switch_off_without_a_model(browser, live):
     finally:
         page.close()
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def foldered(tmp_path_factory, seeds_settings, real_embedder):
+    """The seeds split into notes/ and reports/, indexed with the real model and served."""
+    from askcorpus.api import create_app
+    from askcorpus.build import build_index
+
+    root = tmp_path_factory.mktemp("foldered")
+    seeds = sorted(seeds_settings.corpus.iterdir())
+    for i, path in enumerate(seeds):
+        folder = root / "corpus" / ("notes" if i < 2 else "reports")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.name)
+    settings = seeds_settings.with_overrides(corpus=root / "corpus", index=root / "index", reload_interval=0)
+    build_index(settings, real_embedder)
+    with serve_in_thread(create_app(settings, embedder=real_embedder)) as url:
+        yield url
+
+
+CITED_DOCS = "links => links.map(a => new URLSearchParams(a.getAttribute('href').slice(1)).get('doc'))"
+
+
+def test_a_search_within_a_folder_cites_only_its_documents(browser, foldered):
+    page = browser.new_page(viewport=VIEWPORTS["desktop"])
+    try:
+        page.goto(foldered + "/")
+        page.wait_for_selector("#within-option:not([hidden])")
+        assert page.locator("#within option").all_inner_texts() == ["all documents", "notes/", "reports/"]
+        assert page.is_hidden("#format-option")  # every seed is plain text: no choice to offer
+        page.select_option("#within", "notes/")
+        page.fill("#q", QUESTION)
+        page.press("#q", "Enter")
+        page.wait_for_selector("#results li.result", timeout=30_000)
+        docs = page.locator("#results a.cite").evaluate_all(CITED_DOCS)
+        assert docs and all(doc.startswith("notes/") for doc in docs), docs
+        assert "within=notes%2F" in page.evaluate("location.hash")
+        # The whole corpus again: the search runs again, and reports/ answers too.
+        page.select_option("#within", "")
+        page.wait_for_function("() => [...document.querySelectorAll('#results a.cite')].some((a) => "
+                               "new URLSearchParams(a.getAttribute('href').slice(1)).get('doc').startsWith('reports/'))",
+                               timeout=30_000)
+        assert "within=" not in page.evaluate("location.hash")
+    finally:
+        page.close()

@@ -61,14 +61,34 @@
     return response.status + " " + response.statusText;
   }
 
+  // A choice list of the values the documents have; shown only when there is a choice to make.
+  function fillChoices(selectId, optionId, values, label) {
+    const select = $(selectId);
+    select.replaceChildren(select.options[0]);
+    for (const value of [...new Set(values)].sort()) select.append(el("option", { value: value }, label(value)));
+    $(optionId).hidden = select.options.length <= 2;
+  }
+
   async function loadTitles() {
     try {
       const data = await getJSON("/documents");
       titles.clear();
       for (const doc of data.documents) titles.set(doc.doc_id, doc.title || doc.doc_id);
+      // Folders are the first part of a document's path within the corpus folder (its doc_id).
+      const folders = data.documents.filter((d) => d.doc_id.includes("/")).map((d) => d.doc_id.split("/")[0] + "/");
+      fillChoices("within", "within-option", folders, (folder) => folder);
+      fillChoices("format", "format-option", data.documents.map((d) => d.format).filter(Boolean), (f) => f);
     } catch (error) {
       /* titles are a nicety: ids are shown instead */
     }
+  }
+
+  // The filter a search asks with: the folder and format chosen, or none.
+  function chosenFilter(within, format) {
+    const filter = {};
+    if (within) filter.path = within;
+    if (format) filter.formats = [format];
+    return Object.keys(filter).length ? filter : undefined;
   }
 
   async function loadStatus() {
@@ -411,9 +431,11 @@
     }
   }
 
-  async function runSearch(query, mode, k, rerank, generate) {
+  async function runSearch(query, mode, k, rerank, generate, within, format) {
     $("q").value = query;
     $("mode").value = mode;
+    $("within").value = within;
+    $("format").value = format;
     $("k").value = String(k);
     if (!$("rerank").disabled) $("rerank").checked = rerank;
     // Asked of a server without a model (an old link), the search runs without it rather than failing.
@@ -428,7 +450,8 @@
     resetGenerated(false);
     showMessage("Searching…", "busy");
     // Unset when the server cannot rerank, so it answers with its first stage instead of an error.
-    const body = { query: query, k: k, mode: mode, rerank: $("rerank").disabled ? undefined : rerank };
+    const body = { query: query, k: k, mode: mode, rerank: $("rerank").disabled ? undefined : rerank,
+                   filter: chosenFilter(within, format) };
     try {
       if (generate) {
         body.generate = true;
@@ -512,7 +535,8 @@
     shownHash = location.hash;
     const mode = ["hybrid", "dense", "bm25"].includes(params.get("mode")) ? params.get("mode") : "hybrid";
     const k = Math.min(100, Math.max(1, parseInt(params.get("k") || "10", 10) || 10));
-    runSearch(query, mode, k, params.get("rerank") !== "0", params.get("generate") === "1");
+    runSearch(query, mode, k, params.get("rerank") !== "0", params.get("generate") === "1",
+              params.get("within") || "", params.get("format") || "");
   }
 
   function onSubmit(event) {
@@ -525,6 +549,8 @@
     const fields = { q: query, mode: $("mode").value, k: $("k").value };
     if (!$("rerank").checked && !$("rerank").disabled) fields.rerank = "0";
     if ($("generate").checked && !$("generate").disabled) fields.generate = "1";
+    if ($("within").value) fields.within = $("within").value;
+    if ($("format").value) fields.format = $("format").value;
     const hash = "#" + new URLSearchParams(fields).toString();
     if (location.hash === hash) route(true); // same question again: search again
     else location.hash = hash;
@@ -536,6 +562,8 @@
     const again = () => { if ($("q").value.trim()) onSubmit(new Event("submit")); };
     $("rerank").addEventListener("change", again);
     $("generate").addEventListener("change", again);
+    $("within").addEventListener("change", again);
+    $("format").addEventListener("change", again);
     Promise.all([loadStatus(), loadTitles()]).then(route);
   });
 })();
