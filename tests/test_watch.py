@@ -261,3 +261,21 @@ def test_freshness_bench_section_runs_and_checks_its_targets(tmp_path, seeds_dir
     assert len(section.data["one"]) == 5 and all(0 < s < 10 for s in section.data["one"])
     assert section.data["builds"] in (1, 2) and section.data["index_s"] > 0
     assert section.checks[0].met is True  # one file in ~0.6 s with the fake embedder
+
+
+def test_two_servers_watching_one_folder_build_a_change_once_and_both_serve_it(settings):
+    """Both watch the same corpus and index: the build lock lets one write the new build; the other finds the
+    index up to date, writes nothing, and picks the new build up."""
+    from askcorpus import store
+
+    builds = settings.index / store.BUILDS_DIR
+    with _serving(settings) as (first, first_live), _serving(settings) as (second, second_live):
+        before = {p.name for p in builds.iterdir()}
+        (settings.corpus / "shared.txt").write_text("Axolotl hatcheries along the Xochimilco canals.\n")
+        _until(lambda: _top(first, "axolotl hatcheries") == "shared.txt", "the first server serves the change")
+        _until(lambda: _top(second, "axolotl hatcheries") == "shared.txt", "the second server serves the change")
+        _until(lambda: _idle(first_live) and _idle(second_live), "both idle")
+        written = {p.name for p in builds.iterdir() if not p.name.startswith(store.TEMP_PREFIX)} - before
+        assert len(written) == 1, written
+        current = httpx.get(first + "/health").json()["build"]
+        assert current == httpx.get(second + "/health").json()["build"] == written.pop()
