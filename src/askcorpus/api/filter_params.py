@@ -16,25 +16,26 @@ PARAMETERS = frozenset(PREFIX + key for key in FILTER_KEYS)
 
 async def query_filter(
     request: Request,
-    doc_ids: Annotated[list[str] | None, Query(alias="filter.doc_ids", max_length=MAX_FILTER_ITEMS,
+    doc_ids: Annotated[list[str], Query(alias="filter.doc_ids", max_length=MAX_FILTER_ITEMS,
                                                description="only these documents (repeat the parameter)")] = None,
-    path: Annotated[str | None, Query(alias="filter.path", max_length=MAX_FILTER_CHARS,
+    path: Annotated[str, Query(alias="filter.path", max_length=MAX_FILTER_CHARS,
                                       description="path prefix within the corpus folder, or a glob "
                                                   "(notes/**)")] = None,
-    formats: Annotated[list[FormatName] | None, Query(alias="filter.formats",
+    formats: Annotated[list[FormatName], Query(alias="filter.formats",
                                                       description="only these formats (repeat the "
                                                                   "parameter)")] = None,
-    modified_after: Annotated[IsoTime | None, Query(alias="filter.modified_after",
+    modified_after: Annotated[IsoTime, Query(alias="filter.modified_after",
                                                     description="files modified at or after this ISO 8601 "
                                                                 "time")] = None,
-    modified_before: Annotated[IsoTime | None, Query(alias="filter.modified_before",
+    modified_before: Annotated[IsoTime, Query(alias="filter.modified_before",
                                                      description="files modified before this ISO 8601 "
                                                                  "time")] = None,
-    title: Annotated[str | None, Query(alias="filter.title", max_length=MAX_FILTER_CHARS,
+    title: Annotated[str, Query(alias="filter.title", max_length=MAX_FILTER_CHARS,
                                        description="titles holding every one of these words")] = None,
 ) -> Filter | None:
     """The same filter as POST's `"filter": {...}`, from `filter.<key>` parameters. async: FastAPI would run a plain
-    function in a worker thread, a thread hop per request."""
+    function in a worker thread, a thread hop per request. The types are published without a null alternative (a
+    query parameter is absent, never null), so the schema admits exactly the strings the server takes."""
     unknown = sorted(key for key in request.query_params if key.startswith(PREFIX) and key not in PARAMETERS)
     if unknown:
         raise HTTPException(422, f"{unknown[0]} is not a filter; the filters are "
