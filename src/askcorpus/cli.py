@@ -198,6 +198,20 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_add(args: argparse.Namespace) -> int:
+    from .api.callers import add_token
+    from .errors import ConfigError
+
+    path = args.file or Settings().tokens_file
+    if path is None:
+        raise ConfigError("say which tokens file: --file PATH or ASKCORPUS_TOKENS_FILE")
+    token = add_token(path, args.name, args.read, admin=args.admin)
+    print(token)
+    print(f"added token {args.name!r} to {path} (only its SHA-256 is stored: this is the one time it is shown)",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import main as eval_main
 
@@ -249,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rerank(mcp)
     _add_paths(mcp)
     mcp.set_defaults(func=cmd_mcp)
+
+    token = commands.add_parser("token", help="manage the callers' tokens file (docs/security.md)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    token_add = token_commands.add_parser("add", help="print a new random token once and append its hash to the "
+                                                      "tokens file (created with mode 0600)")
+    token_add.add_argument("name", help="who holds it (unique in the file; shown in logs)")
+    token_add.add_argument("--read", action="append", required=True, metavar="PREFIX",
+                           help="a path prefix within the corpus folder it may read (repeatable; '' for everything)")
+    token_add.add_argument("--admin", action="store_true", help="may also reindex and upload")
+    token_add.add_argument("--file", type=Path, default=None,
+                           help="the tokens file (default: $ASKCORPUS_TOKENS_FILE)")
+    token_add.set_defaults(func=cmd_token_add)
 
     evaluate = commands.add_parser("eval", help="score retrieval against a question-and-answer set")
     evaluate.add_argument("--qa", type=Path, default=Path("evals/qa.jsonl"))

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     admin_token: str | None = None
+    # Callers and what they may read (docs/security.md): a TOML file of [[token]] tables (name, sha256 of the
+    # token, read prefixes, admin). Unset: no token needed (only the admin routes take ASKCORPUS_ADMIN_TOKEN).
+    tokens_file: Path | None = None
     max_query_chars: int = Field(2000, ge=1)
     max_body_bytes: int = Field(16_384, ge=256)
     reload_interval: float = Field(2.0, ge=0.0)

@@ -24,6 +24,7 @@ from ..search import Searcher
 from ..watch import start_live
 from .admission import Lanes
 from .batching import QueryEncoder
+from .callers import CallerMiddleware, is_loopback, tokens_for
 from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .metrics import Metrics
@@ -65,6 +66,9 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
     app.add_exception_handler(Exception, on_unexpected)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        streamed=uploads.body_limit(settings))  # uploads: their own limit, streamed
+    # the bearer check (tokens file on) before any body is read; /mcp included
+    app.state.tokens = tokens_for(settings)
+    app.add_middleware(CallerMiddleware, tokens=app.state.tokens, refuse=app.state.metrics.refuse)
     # outermost: logs and counts every request, 413s included
     app.add_middleware(AccessLogMiddleware, observe=app.state.metrics.observe_request)
     return app
@@ -146,6 +150,11 @@ def _log_serving(settings: Settings, holder: IndexHolder, generator: Generator |
              settings.port)
     if generator is not None:
         log.info("answers written on request by %s (%s)", generator.name, generator.backend)
+    if settings.tokens_file is not None:
+        log.info("callers need a token of %s (docs/security.md)", settings.tokens_file)
+    elif not is_loopback(settings.host):
+        log.warning("serving on %s without ASKCORPUS_TOKENS_FILE: anyone who can reach the port can read every "
+                    "document (docs/security.md)", settings.host)
 
 
 async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

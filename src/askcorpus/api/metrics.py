@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .admission import REASONS, Lanes
+from .callers import REFUSAL_REASONS
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 STAGES = ("encode", "retrieve", "rerank", "answer")
@@ -107,6 +108,11 @@ class Metrics:
                                        "model, removed from answers", registry=registry)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        self.auth_refusals = Counter("askcorpus_auth_refusals", "requests refused by the tokens file, by reason: "
+                                     "missing or unknown token (401), a document outside the token's prefixes "
+                                     "(404), the file unreadable (503)", ["reason"], registry=registry)
+        for reason in REFUSAL_REASONS:
+            self.auth_refusals.labels(reason)
         registry.register(_StateCollector(lanes, holder))
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
@@ -118,6 +124,10 @@ class Metrics:
         for stage, seconds in timings.items():
             if stage in STAGES:
                 self.stage_seconds.labels(stage).observe(seconds)
+
+    def refuse(self, reason: str) -> None:
+        """One request refused by the tokens file (askcorpus_auth_refusals_total)."""
+        self.auth_refusals.labels(reason).inc()
 
     def reject(self, lane: str, reason: str) -> None:
         self.rejections.labels(lane, reason).inc()

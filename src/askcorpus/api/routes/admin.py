@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ...errors import AskcorpusError
-from ..deps import HolderDep, SettingsDep
+from ..deps import CallerDep, HolderDep, SettingsDep
 from ..models import ERRORS, ReindexOut
 
 log = logging.getLogger("askcorpus.api")
@@ -18,9 +18,16 @@ router = APIRouter(prefix="/admin", tags=["service"])
 bearer = HTTPBearer(auto_error=False, description="the value of ASKCORPUS_ADMIN_TOKEN")
 
 
-async def check_admin_token(settings: SettingsDep,
+async def check_admin_token(settings: SettingsDep, caller: CallerDep,
                             credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
-    """Nothing when the request carries the admin token; 403 when none is set or it is wrong, 401 when none came."""
+    """Nothing when the request carries the admin token; 403 when none is set or it is wrong, 401 when none came.
+    With a tokens file the caller is already known (CallerMiddleware): an `admin = true` token of the file or
+    ASKCORPUS_ADMIN_TOKEN passes, any other token is 403."""
+    if caller is not None:
+        if not caller.admin:
+            raise HTTPException(403, f"the token {caller.name!r} may read but not reindex or upload "
+                                     "(admin = false in the tokens file)")
+        return
     token = settings.admin_token
     if not token:
         raise HTTPException(403, "the admin endpoints (reindexing, uploads) are disabled: start the server with "

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from ...config import Settings
 from ...filters import Filter
 from ...search import NOT_ONLY_WHITESPACE
-from ..deps import EncoderDep, GeneratorDep, HolderDep, PipelineDep
+from ..deps import EncoderDep, GeneratorDep, PipelineDep, ReadableDep
 from ..filter_params import query_filter, scoped
 from ..models import (ERRORS, K_MAX, K_MIN, ModeName, SearchOut, generate_schema, max_deadline_ms,
                       search_request_model)
@@ -43,7 +43,7 @@ def search_router(settings: Settings, generation: bool) -> APIRouter:
     @router.post("/search", response_model=SearchOut, responses=streamed,
                  summary="Ranked passages with citations, an extractive answer and, with generate, a written one")
     async def post_search(request: Request, body: SearchRequest,  # type: ignore[valid-type]
-                          holder: HolderDep, encoder: EncoderDep, generator: GeneratorDep,
+                          holder: ReadableDep, encoder: EncoderDep, generator: GeneratorDep,
                           pipeline: PipelineDep) -> Response:
         within = scoped(holder, body.filter.to_filter() if body.filter is not None else None)
         return await pipeline.respond(request, body.query, body.k, body.mode, body.rerank, body.deadline_ms,
@@ -53,7 +53,7 @@ def search_router(settings: Settings, generation: bool) -> APIRouter:
                 summary="Same as POST /search, for links and curl")
     async def get_search(
         request: Request,
-        holder: HolderDep,
+        holder: ReadableDep,
         encoder: EncoderDep,
         generator: GeneratorDep,
         pipeline: PipelineDep,
