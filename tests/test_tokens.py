@@ -232,37 +232,55 @@ def test_a_generated_answer_is_written_from_notes_only(corpus_settings, scripted
         assert HIDDEN in str(llm.requests[-1])
 
 
-def test_mcp_needs_a_token_and_a_notes_token_is_refused_there(server):
+def test_mcp_needs_a_token(server):
     pytest.importorskip("mcp")
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     assert httpx.post(server + "/mcp", json=body, headers=headers, timeout=30).status_code == 401
-    reply = httpx.post(server + "/mcp", json=body, headers={**headers, **_auth(NOTES_TOKEN)}, timeout=30)
-    assert reply.status_code == 403
-    assert HIDDEN not in reply.text
     reply = httpx.post(server + "/mcp", json=body, headers={**headers, **_auth("wrong")}, timeout=30)
     assert reply.status_code == 401
 
 
-def test_mcp_tools_with_a_token_reading_everything(server):
-    pytest.importorskip("mcp")
+def _mcp_exchange(server: str, token: str, report: str) -> tuple[set, list]:
+    """Over streamable HTTP with `token`: the tool names, then what search, list_documents and read_document (of
+    `report`, a document under reports/) answer, each as text."""
     import anyio
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
     async def exchange():
-        async with create_mcp_http_client(headers=_auth(ALL_TOKEN)) as client:
+        async with create_mcp_http_client(headers=_auth(token)) as client:
             async with streamable_http_client(server + "/mcp", http_client=client) as (read, write):
                 async with ClientSession(read, write) as session:
                     await session.initialize()
                     tools = {tool.name for tool in (await session.list_tools()).tools}
-                    listed = await session.call_tool("list_documents", {})
-                    return tools, listed
+                    replies = [await session.call_tool("search", {"query": f"{SECRET} figure", "k": 10,
+                                                                  "mode": "bm25"}),
+                               await session.call_tool("list_documents", {}),
+                               await session.call_tool("read_document", {"doc_id": report}),
+                               await session.call_tool("read_document", {"doc_id": report, "start": 0, "end": 5})]
+                    return tools, replies
 
-    tools, listed = anyio.run(exchange)
+    return anyio.run(exchange)
+
+
+def test_mcp_tools_answer_within_the_tokens_prefixes(server, corpus_settings):
+    pytest.importorskip("mcp")
+    report = sorted(_reports(corpus_settings))[0]
+    tools, everything = _mcp_exchange(server, ALL_TOKEN, report)
     assert {"search", "read_document", "list_documents"} <= tools
-    assert "reports/" in listed.content[0].text
+    assert HIDDEN in everything[0].content[0].text and "reports/" in everything[1].content[0].text
+    assert not everything[2].is_error and not everything[3].is_error
+    tools, notes = _mcp_exchange(server, NOTES_TOKEN, report)
+    assert {"search", "read_document", "list_documents"} <= tools
+    for reply in notes[:2]:
+        assert not reply.is_error
+        _assert_no_reports(reply.content[0].text, corpus_settings)
+    for reply in notes[2:]:  # a document outside the prefixes is not there for this token
+        assert reply.is_error and "no document" in reply.content[0].text
+        assert HIDDEN not in reply.content[0].text
+    assert '"count":' in notes[1].content[0].text.replace(" ", "")
 
 
 # --- admin ---
@@ -390,8 +408,3 @@ def test_serving_beyond_loopback_without_tokens_warns(fake_settings, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_the_mcp_gate_names_the_mcp_path():
-    pytest.importorskip("mcp")
-    from askcorpus.mcp_server import MCP_PATH
-
-    assert MCP_PATH in callers.WHOLE_CORPUS_PATHS

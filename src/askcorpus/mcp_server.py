@@ -77,7 +77,8 @@ def search_result(searcher: Searcher, query: str, k: int, mode: str, rerank: boo
     return out
 
 
-def build_mcp(get_searcher: Callable[[], Searcher], settings: Settings | None = None):
+def build_mcp(get_searcher: Callable[[], Searcher], settings: Settings | None = None,
+              may_read: Callable[[str], bool] | None = None):
     """An `MCPServer` with the three tools, each reading the searcher `get_searcher` returns at the time of the
     call (so a server that reloads its index serves the new one). `settings` gives the defaults and limits the tool
     schemas publish (ASKCORPUS_K, ASKCORPUS_MODE, the query length), as the HTTP API's do."""
@@ -125,6 +126,8 @@ def build_mcp(get_searcher: Callable[[], Searcher], settings: Settings | None = 
         """A document's whole text (what every citation's offsets index into), or with start and/or end the
         passage text[start:end] with up to `context` characters before and after it; as GET /documents/{id}."""
         try:
+            if may_read is not None and not may_read(doc_id):
+                raise DocumentNotFoundError(doc_id)  # a document the caller may not read is not there for it
             return library.read_document(get_searcher().index, doc_id, start, end, context)
         except DocumentNotFoundError as error:
             raise ToolError(f"{error}; list_documents lists them") from None
@@ -138,7 +141,11 @@ def build_mcp(get_searcher: Callable[[], Searcher], settings: Settings | None = 
         """The indexed documents by doc_id, or those the filter keeps: title, format, size, passages, modified
         time; as GET /documents."""
         try:
-            return library.list_documents(get_searcher().index, _filter(filter))
+            listed = library.list_documents(get_searcher().index, _filter(filter))
+            if may_read is not None:
+                kept = [d for d in listed["documents"] if may_read(d["doc_id"])]
+                listed = {"count": len(kept), "documents": kept}
+            return listed
         except FilterError as error:
             raise ToolError(str(error)) from None
 
@@ -167,8 +174,9 @@ class McpHttp:
     stands alone and no stream stays open, so a server stops without waiting for an agent to hang up. Its session
     manager runs for as long as the app's lifespan (`running`), a new one each time the app starts."""
 
-    def __init__(self, get_searcher: Callable[[], Searcher], settings: Settings) -> None:
-        self.server = build_mcp(get_searcher, settings)
+    def __init__(self, get_searcher: Callable[[], Searcher], settings: Settings,
+                 may_read: Callable[[str], bool] | None = None) -> None:
+        self.server = build_mcp(get_searcher, settings, may_read)
         self.settings = settings
         self._manager = None
 
@@ -197,11 +205,13 @@ class McpHttp:
         await manager.handle_request(scope, receive, send)
 
 
-def mcp_http(get_searcher: Callable[[], Searcher], settings: Settings) -> McpHttp | None:
-    """The /mcp endpoint, or None (logged) when the MCP SDK is not installed."""
+def mcp_http(get_searcher: Callable[[], Searcher], settings: Settings,
+             may_read: Callable[[str], bool] | None = None) -> McpHttp | None:
+    """The /mcp endpoint, or None (logged) when the MCP SDK is not installed. `get_searcher` and `may_read` are asked
+    within each request, so they can answer for its caller."""
     try:
         require_mcp()
     except ConfigError as error:
         log.info("no MCP endpoint at %s: %s", MCP_PATH, error)
         return None
-    return McpHttp(get_searcher, settings)
+    return McpHttp(get_searcher, settings, may_read)

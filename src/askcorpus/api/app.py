@@ -24,7 +24,7 @@ from ..search import Searcher
 from ..watch import start_live
 from .admission import Lanes
 from .batching import QueryEncoder
-from .callers import CallerMiddleware, is_loopback, tokens_for
+from .callers import CallerMiddleware, current_caller, is_loopback, scope_filter, tokens_for
 from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .metrics import Metrics
@@ -75,11 +75,20 @@ def create_app(settings: Settings, embedder: Embedder | None = None, *, searcher
 
 
 def _add_mcp(app: FastAPI, settings: Settings) -> None:
-    """The MCP tools over streamable HTTP at /mcp (docs/mcp.md), on the searcher being served; its sessions run in
-    the lifespan. None at app.state.mcp when the MCP SDK is not installed."""
+    """The MCP tools over streamable HTTP at /mcp (docs/mcp.md), on the searcher being served and within what the
+    request's token may read; its sessions run in the lifespan. None at app.state.mcp when the MCP SDK is not
+    installed."""
     from ..mcp_server import MCP_PATH, mcp_http  # here: askcorpus.mcp_server imports this package's models
 
-    app.state.mcp = mcp_http(lambda: app.state.holder.searcher, settings)
+    def caller_searcher():  # the served searcher, held to the prefixes of the request's token
+        searcher = app.state.holder.searcher
+        return searcher.scoped(scope_filter(current_caller.get(), searcher.index))
+
+    def may_read(doc_id: str) -> bool:
+        caller = current_caller.get()
+        return caller is None or caller.may_read(doc_id)
+
+    app.state.mcp = mcp_http(caller_searcher, settings, may_read)
     if app.state.mcp is not None:
         app.add_route(MCP_PATH, app.state.mcp, include_in_schema=False)
 

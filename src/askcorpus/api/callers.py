@@ -35,10 +35,6 @@ REFUSAL_REASONS = ("missing", "unknown", "outside", "unreadable")
 # The file is stat'ed on each request and read again when it changed; and at least this often regardless, for an
 # editor that rewrote it within one tick of the file system's clock at the same size.
 REREAD_SECONDS = 5.0
-# Endpoints that serve only callers reading the whole corpus: the MCP tools (askcorpus.mcp_server.MCP_PATH) read the
-# served index as a whole, not through the caller's prefixes, so a token limited to some prefixes is refused there
-# (403) rather than shown what lies outside them.
-WHOLE_CORPUS_PATHS = ("/mcp",)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[^\x00-\x1f\x7f\"\\]{1,100}$")
 
@@ -231,12 +227,6 @@ class CallerMiddleware:
             self.refuse("missing" if token is None else "unknown")
             detail = "send a token as 'Authorization: Bearer <token>'" if token is None else "unknown token"
             await _send_json(send, 401, {"detail": detail}, [(b"www-authenticate", b"Bearer")])
-            return
-        path = scope.get("path", "")
-        if not caller.reads_everything and any(path == p or path.startswith(p + "/") for p in WHOLE_CORPUS_PATHS):
-            self.refuse("outside")
-            await _send_json(send, 403, {"detail": f"the token {caller.name!r} may read only part of the corpus, "
-                                                   f"and {path} serves only tokens that read all of it"}, [])
             return
         scope[SCOPE_KEY] = caller
         reset = current_caller.set(caller)
