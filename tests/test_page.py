@@ -503,3 +503,31 @@ def test_a_search_within_a_folder_cites_only_its_documents(browser, foldered):
         assert "within=" not in page.evaluate("location.hash")
     finally:
         page.close()
+
+
+def test_a_server_with_tokens_asks_the_reader_for_one_and_then_answers(browser, seeds_settings, real_embedder,
+                                                                        tmp_path):
+    from askcorpus.api import create_app
+    from askcorpus.api.callers import add_token
+
+    tokens = tmp_path / "tokens.toml"
+    token = add_token(tokens, "reader", [""])
+    settings = seeds_settings.with_overrides(reload_interval=0, tokens_file=tokens)
+    with serve_in_thread(create_app(settings, embedder=real_embedder)) as url:
+        page = browser.new_page(viewport=VIEWPORTS["desktop"])
+        try:
+            page.goto(url + "/")
+            page.wait_for_selector("#token-form:not([hidden])")  # the listing needed a token
+            page.fill("#token", "not-the-token")
+            page.press("#token", "Enter")
+            page.wait_for_selector("#token-form:not([hidden])")  # refused: asked again
+            page.fill("#token", token)
+            page.press("#token", "Enter")
+            page.wait_for_selector("#token-form[hidden]")
+            page.fill("#q", QUESTION)
+            page.press("#q", "Enter")
+            page.wait_for_selector("#results li.result", timeout=30_000)
+            assert page.locator("#results li.result").count() == 10
+            assert token not in page.evaluate("location.href")  # kept for the tab, never in the address
+        finally:
+            page.close()

@@ -41,8 +41,38 @@
     return titles.get(docId) || docId;
   }
 
+  // With a tokens file on the server, every request but /health carries the token the reader gave, kept for this
+  // tab only (sessionStorage), never in the address.
+  const TOKEN_KEY = "askcorpus-token";
+
+  function call(url, options) {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = Object.assign({}, (options && options.headers) || {});
+    if (token) headers.Authorization = "Bearer " + token;
+    return fetch(url, Object.assign({}, options || {}, { headers: headers })).then((response) => {
+      if (response.status === 401) askForToken(Boolean(token));
+      return response;
+    });
+  }
+
+  function askForToken(rejected) {
+    if (rejected) sessionStorage.removeItem(TOKEN_KEY);
+    $("token-form").hidden = false;
+    $("token").focus();
+  }
+
+  function useToken(event) {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    $("token-form").hidden = true;
+    Promise.all([loadStatus(), loadTitles()]).then(() => route(true));
+  }
+
   async function getJSON(url, options) {
-    const response = await fetch(url, options);
+    const response = await call(url, options);
     let data = null;
     try {
       data = await response.json();
@@ -378,7 +408,7 @@
   // The search with the answer written by the model, streamed: results, then the text as it is written, then
   // the checked answer.
   async function streamSearch(body, signal) {
-    const response = await fetch("/search", {
+    const response = await call("/search", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
@@ -558,6 +588,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("ask").addEventListener("submit", onSubmit);
+    $("token-form").addEventListener("submit", useToken);
     window.addEventListener("hashchange", route);
     const again = () => { if ($("q").value.trim()) onSubmit(new Event("submit")); };
     $("rerank").addEventListener("change", again);
