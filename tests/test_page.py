@@ -523,11 +523,52 @@ def test_a_server_with_tokens_asks_the_reader_for_one_and_then_answers(browser, 
             page.wait_for_selector("#token-form:not([hidden])")  # refused: asked again
             page.fill("#token", token)
             page.press("#token", "Enter")
-            page.wait_for_selector("#token-form[hidden]")
+            page.wait_for_selector("#token-form", state="hidden")
             page.fill("#q", QUESTION)
             page.press("#q", "Enter")
             page.wait_for_selector("#results li.result", timeout=30_000)
             assert page.locator("#results li.result").count() == 10
             assert token not in page.evaluate("location.href")  # kept for the tab, never in the address
+        finally:
+            page.close()
+
+
+def test_the_upload_control_shows_only_for_an_admin_token_and_adds_a_searchable_document(
+        browser, seeds_settings, real_embedder, tmp_path):
+    from askcorpus.api import create_app
+    from askcorpus.api.callers import add_token
+    from askcorpus.build import build_index
+
+    shutil.copytree(seeds_settings.corpus, tmp_path / "corpus")
+    tokens = tmp_path / "tokens.toml"
+    reader, admin = add_token(tokens, "reader", [""]), add_token(tokens, "admin", [""], admin=True)
+    settings = seeds_settings.with_overrides(corpus=tmp_path / "corpus", index=tmp_path / "index",
+                                             reload_interval=0, tokens_file=tokens)
+    build_index(settings, real_embedder)
+    note = tmp_path / "quokkas.txt"
+    note.write_text("Quokka census on Rottnest Island.\n\nRangers counted the quokkas of Rottnest Island.\n")
+    with serve_in_thread(create_app(settings, embedder=real_embedder)) as url:
+        page = browser.new_page(viewport=VIEWPORTS["desktop"])
+        try:
+            page.goto(url + "/")
+            for token, shown in ((reader, False), (admin, True)):
+                page.evaluate("sessionStorage.clear()")
+                page.reload()
+                page.wait_for_selector("#token-form:not([hidden])")
+                page.fill("#token", token)
+                page.press("#token", "Enter")
+                page.wait_for_selector("#token-form", state="hidden")
+                page.wait_for_selector("#status:has-text('documents')")
+                assert page.is_visible("#upload-form") is shown
+            page.set_input_files("#upload-file", str(note))
+            page.fill("#upload-path", "notes/")
+            page.click("#upload-go")
+            page.wait_for_selector("#message:has-text('searchable now')", timeout=60_000)
+            assert "notes/quokkas.txt" in page.inner_text("#message")
+            page.fill("#q", "How many quokkas live on Rottnest Island?")
+            page.press("#q", "Enter")
+            page.wait_for_selector("#results li.result", timeout=30_000)
+            first = page.locator("#results a.cite").first.get_attribute("href")
+            assert "notes%2Fquokkas.txt" in first
         finally:
             page.close()

@@ -71,6 +71,29 @@
     Promise.all([loadStatus(), loadTitles()]).then(() => route(true));
   }
 
+  // A document added to the corpus folder; answered once it is searchable (?wait=true).
+  async function onUpload(event) {
+    event.preventDefault();
+    const file = $("upload-file").files[0];
+    if (!file) return;
+    const form = new FormData();
+    form.append("file", file);
+    if ($("upload-path").value.trim()) form.append("path", $("upload-path").value.trim());
+    $("upload-go").disabled = true;
+    showMessage("Adding " + file.name + "…", "busy");
+    try {
+      const data = await getJSON("/documents?wait=true", { method: "POST", body: form });
+      showMessage(data.doc_id + (data.searchable ? " added: it is searchable now." :
+                                 " stored; it becomes searchable with the next build."), "");
+      $("upload-form").reset();
+      await Promise.all([loadStatus(), loadTitles()]);
+    } catch (error) {
+      showMessage(error.message, "error");
+    } finally {
+      $("upload-go").disabled = false;
+    }
+  }
+
   async function getJSON(url, options) {
     const response = await call(url, options);
     let data = null;
@@ -133,6 +156,8 @@
         $("rerank").disabled = true;
         $("rerank-option").title = "Reranking is off on this server (ASKCORPUS_RERANK=false)";
       }
+      // Shown only to a caller whose token may upload (the server says so for the token this request carried).
+      $("upload-form").hidden = !health.uploads;
       const generator = health.generator;
       $("generate").disabled = !generator;
       if (!generator) $("generate").checked = false;
@@ -589,6 +614,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("ask").addEventListener("submit", onSubmit);
     $("token-form").addEventListener("submit", useToken);
+    $("upload-form").addEventListener("submit", onUpload);
     window.addEventListener("hashchange", route);
     const again = () => { if ($("q").value.trim()) onSubmit(new Event("submit")); };
     $("rerank").addEventListener("change", again);

@@ -1,11 +1,13 @@
 """The service itself: GET /health, GET /metrics and the page at / (its static files are mounted by create_app)."""
 
+import hmac
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
+from ..callers import bearer_of
 from ..deps import EncoderDep, GeneratorDep, HolderDep, LiveDep, MetricsDep, SettingsDep
 from ..metrics import CONTENT_TYPE
 from ..models import HealthOut
@@ -41,11 +43,27 @@ class LiveOut(BaseModel):
 
 class ServiceHealthOut(HealthOut):
     live: LiveOut = Field(description="builds started by watching the folder and by uploads")
+    uploads: bool = Field(description="whether the bearer token this request carries may upload documents "
+                                      "(POST /documents): the page shows its upload control only then")
+
+
+def may_upload(request: Request, settings) -> bool:
+    """Whether the request's bearer token is an admin one: an `admin = true` token of the tokens file, or
+    ASKCORPUS_ADMIN_TOKEN; compared as the admin routes compare it. /health stays public: no token is no error."""
+    token = bearer_of(request.headers.raw)
+    if token is None:
+        return False
+    tokens = request.app.state.tokens
+    if tokens is not None:
+        caller = tokens.resolve(token)
+        return caller is not None and caller.admin
+    admin = settings.admin_token
+    return bool(admin) and hmac.compare_digest(token.encode("utf-8"), admin.encode("utf-8"))
 
 
 @router.get("/health", response_model=ServiceHealthOut, summary="Is the index loaded, and which")
-async def health(settings: SettingsDep, holder: HolderDep, encoder: EncoderDep, generator: GeneratorDep,
-                 live: LiveDep) -> dict:
+async def health(request: Request, settings: SettingsDep, holder: HolderDep, encoder: EncoderDep,
+                 generator: GeneratorDep, live: LiveDep) -> dict:
     index = holder.searcher.index
     return {
         "status": "ok",
@@ -66,6 +84,7 @@ async def health(settings: SettingsDep, holder: HolderDep, encoder: EncoderDep, 
         # The model and its kind only: the endpoint's address and key are not the public's business.
         "generator": None if generator is None else {"model": generator.name, "backend": generator.backend},
         "live": live.status(),
+        "uploads": may_upload(request, settings),
     }
 
 
