@@ -19,7 +19,6 @@ class OpenAIEndpoint(Generator):
     backend = "openai"
 
     def __init__(self, base_url: str, model: str | None, api_key: str | None, timeout: float) -> None:
-        import httpx
         import openai
 
         self.base_url = base_url.rstrip("/")
@@ -27,7 +26,8 @@ class OpenAIEndpoint(Generator):
         self._lock = threading.Lock()
         # No retries: a failure is reported in the response at once, the passages and extractive answer stand.
         self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "not-needed", max_retries=0,
-                                     timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+                                     # openai's own Timeout: its HTTP library is not always httpx
+                                     timeout=openai.Timeout(timeout, connect=CONNECT_TIMEOUT))
 
     @property
     def name(self) -> str:
