@@ -18,9 +18,10 @@ import numpy as np
 
 from . import __version__
 from .errors import IndexFormatError, IndexLockedError, IndexNotFoundError, ModelMismatchError
-from .index import VectorIndex, load_index
-from .lexical import LexicalIndex
 from .filters import format_of
+from .index import VectorIndex, load_index
+from .jsonfile import write_json
+from .lexical import LexicalIndex
 from .records import Document, Passage
 from .selection import Catalog
 
@@ -223,7 +224,7 @@ def write_build(
             "tokens": [p.tokens for p in passages],
         },
     }
-    _write_json(temp / DOCUMENTS_FILE, [
+    write_json(temp / DOCUMENTS_FILE, [
         {"doc_id": d.doc_id, "title": d.title, "sha256": d.sha256, "page_starts": list(d.page_starts), "text": d.text}
         for d in documents
     ])
@@ -231,18 +232,13 @@ def write_build(
     dense.save(temp)
     lexical.save(temp)
     # The manifest goes last: a build directory with a manifest is a complete one.
-    _write_json(temp / MANIFEST_FILE, manifest)
+    write_json(temp / MANIFEST_FILE, manifest)
     _fsync_tree(temp)
     final = builds / name
     os.rename(temp, final)
     _replace_pointer(index_dir, name)
     _remove_old_builds(index_dir, keep={name})
     return final
-
-
-def _write_json(path: Path, data: object) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from ..errors import EncoderExportError
+from ..jsonfile import write_json
 from ..onnxrt import Lanes, lane_count, length_groups, load_session, padded_inputs
 from .base import Embedder, resolve_model_location
 
@@ -176,7 +177,7 @@ def export_onnx(torch_embedder: "SentenceTransformerEmbedder", folder: Path, fin
                 "this model needs ASKCORPUS_ENCODER=torch"
             )
         info.update(max_abs_difference=difference, export_seconds=round(time.perf_counter() - started, 2))
-        _write_json(temporary / "export.json", info)
+        write_json(temporary / "export.json", info, indent=2, sync=True)
         _publish(temporary, folder)
     except EncoderExportError:
         raise
@@ -229,7 +230,7 @@ def _export_files(torch_embedder: "SentenceTransformerEmbedder", folder: Path, f
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    _write_json(folder / "export.json", info)
+    write_json(folder / "export.json", info, indent=2, sync=True)
     return info
 
 
@@ -272,13 +273,6 @@ def _publish(temporary: Path, folder: Path) -> None:
         ours = read_export_info(temporary)
         if not _export_matches(folder, ours["model"], ours["model_fingerprint"]):
             raise
-
-
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _slug(name: str) -> str:
