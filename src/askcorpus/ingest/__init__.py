@@ -39,11 +39,6 @@ class SourceFile:
     path: Path
 
 
-def doc_id_for(path: Path, root: Path) -> str:
-    """The path relative to the corpus root, with '/' separators whatever the OS."""
-    return path.relative_to(root).as_posix()
-
-
 def find_sources(root: Path) -> tuple[list[SourceFile], list[Skipped]]:
     """Every supported file under `root`, recursively, sorted; hidden files and escaping links are skipped."""
     root = Path(root)
