@@ -42,6 +42,11 @@ class ErrorOut(BaseModel):
 
 # What every error response in the schema is made of; each endpoint adds its own description.
 ERRORS = {"model": ErrorOut}
+# What uvicorn answers, before the app sees it, to a request line longer than it reads (about 64 KB): a GET with a
+# very long query string, such as hundreds of filter.doc_ids.
+REQUEST_TOO_LONG = {400: {"description": "the request line is longer than the server reads (about 64 KB); send "
+                                         "long filters in a POST body",
+                          "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 class AnswerOut(BaseModel):

@@ -10,13 +10,13 @@ from ...errors import DocumentNotFoundError, FilterError, QueryError
 from ...filters import Filter
 from ..deps import CallerDep, HolderDep, MetricsDep
 from ..filter_params import query_filter
-from ..models import ERRORS, DocumentList, DocumentText, PassageContext
+from ..models import ERRORS, REQUEST_TOO_LONG, DocumentList, DocumentText, PassageContext
 
 router = APIRouter(tags=["documents"])
 
 
 @router.get("/documents", response_model=DocumentList, summary="The indexed documents, or those a filter keeps",
-            responses={422: {**ERRORS, "description": "the filter is not acceptable"}})
+            responses={422: {**ERRORS, "description": "the filter is not acceptable"}, **REQUEST_TOO_LONG})
 async def list_documents(holder: HolderDep, caller: CallerDep,
                          filter: Annotated[Filter | None, Depends(query_filter)] = None) -> dict:
     try:

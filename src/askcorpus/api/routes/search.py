@@ -12,8 +12,8 @@ from ...filters import Filter
 from ...search import NOT_ONLY_WHITESPACE
 from ..deps import EncoderDep, GeneratorDep, PipelineDep, ReadableDep
 from ..filter_params import query_filter, scoped
-from ..models import (ERRORS, K_MAX, K_MIN, ModeName, SearchOut, generate_schema, max_deadline_ms,
-                      search_request_model)
+from ..models import (ERRORS, K_MAX, K_MIN, REQUEST_TOO_LONG, ModeName, SearchOut, generate_schema,
+                      max_deadline_ms, search_request_model)
 
 
 def _responses(settings: Settings) -> tuple[dict, dict]:
@@ -49,7 +49,7 @@ def search_router(settings: Settings, generation: bool) -> APIRouter:
         return await pipeline.respond(request, body.query, body.k, body.mode, body.rerank, body.deadline_ms,
                                       within, encoder, body.generate, generator)
 
-    @router.get("/search", response_model=SearchOut, responses=errors,
+    @router.get("/search", response_model=SearchOut, responses={**errors, **REQUEST_TOO_LONG},
                 summary="Same as POST /search, for links and curl")
     async def get_search(
         request: Request,
