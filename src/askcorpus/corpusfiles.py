@@ -15,6 +15,7 @@ from typing import BinaryIO, Literal
 
 from .errors import IngestError
 from .ingest import SUPPORTED_SUFFIXES, SourceFile, read_document
+from .system import fsync_dir
 
 # An upload's bytes are written here, beside their final name, then renamed: hidden, so never indexed or watched.
 TEMP_PREFIX = ".upload-"
@@ -172,14 +173,6 @@ def _target(root: Path, doc_id: str) -> Path:
     return target
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_document(root: Path, doc_id: str, data: bytes, *, replace: Literal["no", "yes", "only"]) -> Stored:
     """Write `data` as `doc_id` under `root` atomically: a hidden temporary file beside it, fsynced, then renamed
     (or, not replacing, hard-linked: an existing file is never overwritten, even by a racing upload), and the
@@ -207,9 +200,9 @@ def write_document(root: Path, doc_id: str, data: bytes, *, replace: Literal["no
             os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     for folder in created:  # new folders' entries are durable in their parents too
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     return Stored(doc_id, "replaced" if existed else "added", len(data), hashlib.sha256(data).hexdigest())
 
 
@@ -220,5 +213,5 @@ def remove_document(root: Path, doc_id: str) -> bool:
         target.unlink()
     except FileNotFoundError:
         return False
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return True

@@ -24,6 +24,7 @@ from .jsonfile import write_json
 from .lexical import LexicalIndex
 from .records import Document, Passage
 from .selection import Catalog
+from .system import fsync_dir
 
 FORMAT_VERSION = 1
 CURRENT_FILE = "CURRENT"
@@ -246,15 +247,7 @@ def _fsync_tree(directory: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 def _replace_pointer(index_dir: Path, name: str) -> None:
@@ -264,7 +257,7 @@ def _replace_pointer(index_dir: Path, name: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, index_dir / CURRENT_FILE)
-    _fsync_dir(index_dir)
+    fsync_dir(index_dir)
 
 
 def _remove_old_builds(index_dir: Path, keep: set[str], keep_previous: int = 1, grace_seconds: float = 60.0) -> None:

@@ -21,10 +21,11 @@ from ..config import Settings
 from ..embed import Embedder
 from ..generate import Generator, generator_for
 from ..search import Searcher
+from ..system import is_loopback
 from ..watch import start_live
 from .admission import Lanes
 from .batching import QueryEncoder
-from .callers import CallerMiddleware, current_caller, is_loopback, scope_filter, tokens_for
+from .callers import CallerMiddleware, current_caller, scope_filter, tokens_for
 from .graceful import run_until_stopped
 from .holder import IndexHolder, log_build, open_holder, SerializedEmbedder
 from .metrics import Metrics

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -271,15 +270,6 @@ def scope_filter(caller: Caller | None, index: Any) -> Filter | None:
             made = Filter(doc_ids=frozenset(d for d in index.documents if caller.may_read(d)))
             per_index[caller.read] = made
         return made
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def new_token() -> str:

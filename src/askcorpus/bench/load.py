@@ -12,7 +12,6 @@ accepted.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import socket
 import sys
@@ -20,14 +19,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+from ..system import is_loopback
 
 
 class HTTPError(Exception):
@@ -127,7 +119,7 @@ def run_load(url: str, queries: list[str], *, concurrency: int, requests: int, d
     """Closed-loop clients, one keep-alive connection each, until `requests` are sent or `duration` passes."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    if not _loopback(host):
+    if not is_loopback(host):
         raise ValueError(f"refusing to load {host}: the load generator only targets loopback addresses")
     if not queries:
         raise ValueError("no queries")
