@@ -18,10 +18,6 @@ from ..search import Searcher
 log = logging.getLogger("askcorpus.api")
 
 
-# Texts encoded per hold of the model's lock (see SerializedEmbedder.encode).
-LOCK_TEXTS = 8
-
-
 class SerializedEmbedder(Embedder):
     """The model behind a lock, so searches and a web reindex never use the tokenizer at the same time.
 
@@ -43,12 +39,10 @@ class SerializedEmbedder(Embedder):
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         texts = list(texts)
-        if len(texts) <= max(1, batch_size):  # one batch (the questions of a search batch): at once
+        step = max(1, batch_size)
+        if len(texts) <= step:
             with self._lock:
-                return self.inner.encode(texts, batch_size=max(1, batch_size))
-        # A build's long encode holds the lock a few passages at a time: a search arriving meanwhile waits for at
-        # most LOCK_TEXTS passages' model calls, not a whole batch's.
-        step = max(1, min(batch_size, LOCK_TEXTS))
+                return self.inner.encode(texts, batch_size=step)
         parts = []
         for first in range(0, len(texts), step):
             with self._lock:
