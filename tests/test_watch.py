@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,9 +48,11 @@ class SlowEmbedder(HashingEmbedder):
     def __init__(self, delay: float) -> None:
         super().__init__(dim=64)
         self.delay = delay
+        self.encoding = threading.Event()  # set once a build has read the folder and is encoding
 
     def encode(self, texts, batch_size: int = 32, progress: bool = False):
         if len(texts) > 1:
+            self.encoding.set()
             time.sleep(self.delay)
         return super().encode(texts, batch_size, progress)
 
@@ -178,10 +181,13 @@ def test_a_burst_of_100_files_gives_one_or_two_builds(settings):
 
 def test_changes_during_a_build_start_another_after_it(settings):
     corpus = settings.corpus
-    with _serving(settings, SlowEmbedder(delay=0.4)) as (base, live):
+    embedder = SlowEmbedder(delay=0.4)
+    with _serving(settings, embedder) as (base, live):
         before = live.started
+        embedder.encoding.clear()
         (corpus / "first.txt").write_text(" ".join(f"alpha{i} sentence number {i}." for i in range(300)))
-        _until(lambda: live.building, "the first build running")
+        # Past its reading of the folder, so the second file can only be the next build's.
+        _until(lambda: live.building and embedder.encoding.is_set(), "the first build encoding")
         (corpus / "second.txt").write_text("The second note is about bilby burrows.\n")
         _until(lambda: _top(base, "bilby burrows") == "second.txt", "second file searchable", seconds=30)
         _until(lambda: _idle(live), "idle")
