@@ -79,6 +79,17 @@ def seeds_settings(tmp_path_factory, real_embedder, encoder_cache) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def fake_seeds_build(tmp_path_factory) -> Path:
+    """The seeds and one fake-embedder build of them (corpus/, index/), once per session: tests copy both."""
+    from askcorpus.build import build_index
+
+    root = tmp_path_factory.mktemp("fake-seeds-build")
+    shutil.copytree(SEEDS, root / "corpus")
+    build_index(Settings(corpus=root / "corpus", index=root / "index", model="hashing-64"), HashingEmbedder(dim=64))
+    return root
+
+
+@pytest.fixture(scope="session")
 def searcher(seeds_settings, real_embedder):
     """A Searcher over the real seeds index with the real model."""
     from askcorpus.engine import open_searcher

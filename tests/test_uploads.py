@@ -17,9 +17,7 @@ import pytest
 
 from askcorpus import store
 from askcorpus.api import create_app
-from askcorpus.build import build_index
 from askcorpus.config import Settings
-from askcorpus.embed import HashingEmbedder
 from askcorpus.watch import PENDING_FILE
 
 from conftest import free_port, serve_in_thread, start_server, stop_server
@@ -29,19 +27,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NOTE = b"Zorblaxian marmalade festivals are held every spring in the valley of Quenth.\n"
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, seeds_dir) -> Path:
-    """One fake-embedder build of the seeds per module; each test copies it."""
-    root = tmp_path_factory.mktemp("uploads-template")
-    shutil.copytree(seeds_dir, root / "corpus")
-    build_index(Settings(corpus=root / "corpus", index=root / "index", model="hashing-64"), HashingEmbedder(dim=64))
-    return root
-
-
 @pytest.fixture
-def settings(tmp_path, template) -> Settings:
-    shutil.copytree(template / "corpus", tmp_path / "corpus")
-    shutil.copytree(template / "index", tmp_path / "index")
+def settings(tmp_path, fake_seeds_build) -> Settings:
+    shutil.copytree(fake_seeds_build / "corpus", tmp_path / "corpus")
+    shutil.copytree(fake_seeds_build / "index", tmp_path / "index")
     return Settings(corpus=tmp_path / "corpus", index=tmp_path / "index", model="hashing-64",
                     rerank_model="overlap", admin_token=TOKEN, upload_max_bytes=65_536)
 
@@ -294,9 +283,9 @@ def test_concurrent_uploads_and_deletes_with_searches_end_up_indexed_exactly_onc
 
 
 @pytest.mark.slow
-def test_sigkill_mid_upload_then_restart_has_every_acknowledged_upload(tmp_path, template):
-    shutil.copytree(template / "corpus", tmp_path / "corpus")
-    shutil.copytree(template / "index", tmp_path / "index")
+def test_sigkill_mid_upload_then_restart_has_every_acknowledged_upload(tmp_path, fake_seeds_build):
+    shutil.copytree(fake_seeds_build / "corpus", tmp_path / "corpus")
+    shutil.copytree(fake_seeds_build / "index", tmp_path / "index")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ASKCORPUS_MODEL": "hashing-64", "ASKCORPUS_RERANK_MODEL": "overlap",
            "ASKCORPUS_ADMIN_TOKEN": TOKEN, "ASKCORPUS_CORPUS": str(tmp_path / "corpus"),
            "ASKCORPUS_INDEX": str(tmp_path / "index")}

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from askcorpus.api import create_app
-from askcorpus.build import build_index
 from askcorpus.config import Settings
 from askcorpus.embed import HashingEmbedder
 from askcorpus.watch import is_temporary, relevant
@@ -26,18 +25,10 @@ from conftest import free_port, serve_in_thread, start_server, stop_server
 DEBOUNCE = 0.3
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, seeds_dir) -> Path:
-    root = tmp_path_factory.mktemp("watch-template")
-    shutil.copytree(seeds_dir, root / "corpus")
-    build_index(Settings(corpus=root / "corpus", index=root / "index", model="hashing-64"), HashingEmbedder(dim=64))
-    return root
-
-
 @pytest.fixture
-def settings(tmp_path, template) -> Settings:
-    shutil.copytree(template / "corpus", tmp_path / "corpus")
-    shutil.copytree(template / "index", tmp_path / "index")
+def settings(tmp_path, fake_seeds_build) -> Settings:
+    shutil.copytree(fake_seeds_build / "corpus", tmp_path / "corpus")
+    shutil.copytree(fake_seeds_build / "index", tmp_path / "index")
     return Settings(corpus=tmp_path / "corpus", index=tmp_path / "index", model="hashing-64",
                     rerank_model="overlap", watch=True, watch_debounce=DEBOUNCE)
 
